@@ -1,0 +1,40 @@
+# Every target sets up what it needs itself: a fresh clone needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint schema clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "my_cache needs Python 3.11 or newer; set PYTHON=" or 0)'
+	$(PYTHON) -m venv $(VENV)
+
+# demo installs the package as users do (a wheel, not the work tree); test installs it
+# editable with the dev extra. Each stamp says which install the venv holds now.
+$(VENV)/.user-install: pyproject.toml $(wildcard my_cache/*.py my_cache/*/*.py) | $(PY)
+	$(PIP) install .
+	rm -f $(VENV)/.dev-install && touch $@
+
+$(VENV)/.dev-install: pyproject.toml | $(PY)
+	$(PIP) install -e '.[dev]'
+	rm -f $(VENV)/.user-install && touch $@
+
+demo: $(VENV)/.user-install
+	$(PY) examples/simple_use_cache.py
+
+test: $(VENV)/.dev-install
+	$(PY) -m ruff check my_cache tests examples
+	$(PY) -m mypy my_cache
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev-install
+	$(PY) -m ruff check my_cache tests examples
+	$(PY) -m mypy my_cache
+
+# Rewrite config/mycache.schema.json from the settings model (a test fails when it is stale).
+schema: $(VENV)/.dev-install
+	$(PY) -c 'import json; from my_cache.settings import settings_json_schema as s; print(json.dumps(s(), indent=2))' > config/mycache.schema.json
+
+clean:
+	rm -rf $(VENV) examples/cache .pytest_cache .mypy_cache .ruff_cache

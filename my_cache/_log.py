@@ -1,0 +1,36 @@
+"""The library's structlog logger: debug events when asked for, warnings always.
+
+structlog is never configured here: the application owns that. When it has configured
+structlog, events go through its configuration; until then they are printed to stderr with
+structlog's defaults, so that stdout stays the program's own.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import structlog
+
+LOGGER_NAME = "my_cache"
+
+
+def _logger() -> Any:
+    if structlog.is_configured():
+        return structlog.get_logger(LOGGER_NAME)
+    return structlog.wrap_logger(structlog.PrintLogger(sys.stderr))
+
+
+def debug(event: str, **fields: Any) -> None:
+    """One debug event; callers check ``is_debug_log`` first, so it costs nothing when off."""
+    _logger().debug(event, **fields)
+
+
+def warning(event: str, **fields: Any) -> None:
+    """A warning, emitted whatever ``is_debug_log`` says."""
+    _logger().warning(event, **fields)
+
+
+def short_key(key: str) -> str:
+    """The first characters of a key's hash: enough to tell entries apart in a log."""
+    return key.rpartition(":")[2][:12]

@@ -1,0 +1,15 @@
+"""Storage backends: one module each, registered here by their TypeStorage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from my_cache._storages.base import Backend
+from my_cache._storages.disk import DiskBackend
+from my_cache._storages.memory import MemoryBackend
+from my_cache.settings import TypeStorage
+
+BACKENDS: dict[TypeStorage, Callable[[str], Backend]] = {
+    TypeStorage.IN_MEMORY: MemoryBackend,
+    TypeStorage.IN_DISK: DiskBackend,
+}

@@ -1,0 +1,56 @@
+"""The interface every storage backend implements."""
+
+from __future__ import annotations
+
+import pickle
+from abc import ABC, abstractmethod
+from typing import Any, Final
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+"""What ``FolderStore.get`` returns on a miss (a stored None is a hit)."""
+
+
+class UnstorableResult(Exception):
+    """A function's result that this backend cannot store; the caller still gets it."""
+
+
+class FolderStore(ABC):
+    """The entries of one ``folder``; keys already name the function they belong to."""
+
+    @abstractmethod
+    def get(self, key: str) -> Any:
+        """The stored value, or MISSING. A damaged entry is dropped, warned of, and a miss."""
+
+    @abstractmethod
+    def set(self, key: str, value: Any, *, function: str, arg_string: str) -> None:
+        """Store ``value`` under ``key``; raises UnstorableResult, storing nothing, if it can't."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the store holds open."""
+
+
+class Backend(ABC):
+    """One kind of storage (TypeStorage), created with the CacheStor's ``db_file``."""
+
+    @abstractmethod
+    def open_folder(self, folder: str) -> FolderStore:
+        """The store of ``folder`` (an absolute path), created if it does not exist."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the backend itself holds open (its catalogue)."""
+
+
+def dump_result(value: Any) -> bytes:
+    """A result as pickle bytes, or UnstorableResult saying why it cannot be pickled."""
+    try:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as error:
+        raise UnstorableResult(f"{type(value).__qualname__} cannot be pickled: {error}") from error

@@ -1,0 +1,61 @@
+"""IN_DISK: a diskcache.Cache per folder, and the catalogue in ``db_file``."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from my_cache import _log
+from my_cache._catalogue import Catalogue
+from my_cache._storages.base import MISSING, Backend, FolderStore, dump_result
+
+
+class DiskFolder(FolderStore):
+    """One diskcache directory holding pickled results under string keys.
+
+    diskcache makes each write atomic and the store safe for threads and processes. Nothing
+    is evicted: the cache keeps entries until they are deleted.
+    """
+
+    def __init__(self, folder: str, catalogue: Catalogue) -> None:
+        self._folder = folder
+        self._catalogue = catalogue
+        self._cache = diskcache.Cache(folder, eviction_policy="none")
+
+    def get(self, key: str) -> Any:
+        data = self._cache.get(key)
+        if data is None:
+            return MISSING
+        try:
+            return pickle.loads(data)
+        except Exception as error:
+            _log.warning(
+                "my_cache.damaged_entry",
+                folder=self._folder,
+                key=key,
+                reason=f"{type(error).__name__}: {error}",
+            )
+            self._cache.delete(key)
+            return MISSING
+
+    def set(self, key: str, value: Any, *, function: str, arg_string: str) -> None:
+        data = dump_result(value)
+        self._cache.set(key, data)
+        self._catalogue.record(self._folder, function, key, arg_string, len(data))
+
+    def close(self) -> None:
+        self._cache.close()
+
+
+class DiskBackend(Backend):
+    def __init__(self, db_file: str) -> None:
+        self._catalogue = Catalogue(Path(db_file))
+
+    def open_folder(self, folder: str) -> FolderStore:
+        return DiskFolder(folder, self._catalogue)
+
+    def close(self) -> None:
+        self._catalogue.close()

@@ -1,0 +1,283 @@
+"""Argument serialisers: a call's arguments become ``(arg_string, hash)``.
+
+The hash is the identity of a call in the cache, so every builtin serialiser first puts the
+arguments in a canonical form: dict items and set elements are ordered by content, never by
+insertion order or by ``hash()`` (which varies with PYTHONHASHSEED). Types are kept apart:
+``1``, ``1.0`` and ``True`` are different arguments, as are a tuple and a list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import reprlib
+from abc import ABC, abstractmethod
+from typing import Any
+
+import msgpack
+
+_PICKLE_PROTOCOL = 5
+
+
+class Serialise(ABC):
+    """Base of every serialiser; subclass it and pass an instance as ``serialiser=``.
+
+    ``encode`` must give the same hash for equivalent arguments in every process and different
+    hashes for different arguments; it raises TypeError for an argument it cannot represent.
+    """
+
+    @abstractmethod
+    def encode(self, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        """Return ``(arg_string, hash)``: a description of the arguments, and their hash."""
+
+    def _call_hash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The hash alone, for a call whose ``kwargs`` are already sorted by name.
+
+        The hit path needs only this; builtins override it to skip building ``arg_string``.
+        """
+        return self.encode(*args, **kwargs)[1]
+
+
+class _CanonicalSerialise(Serialise):
+    """A serialiser that hashes the bytes of one canonical dump of the arguments."""
+
+    def encode(self, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        sorted_kwargs = dict(sorted(kwargs.items()))
+        data = self._checked_dump(args, sorted_kwargs)
+        return self._arg_string(args, sorted_kwargs, data), _digest(data)
+
+    def _call_hash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return _digest(self._checked_dump(args, kwargs))
+
+    @abstractmethod
+    def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The canonical bytes of a call; raises on an argument the format cannot hold."""
+
+    def _arg_string(self, args: tuple[Any, ...], kwargs: dict[str, Any], data: bytes) -> str:
+        return describe_call(args, kwargs)
+
+    def _checked_dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        try:
+            return self._dump(args, kwargs)
+        except Exception as error:
+            raise self._unrepresentable(args, kwargs, error) from error
+
+    def _unrepresentable(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception
+    ) -> TypeError:
+        """A TypeError naming this serialiser and the first argument it cannot represent."""
+        named = [(f"positional argument {i}", value) for i, value in enumerate(args)]
+        named += [(f"argument {name!r}", value) for name, value in kwargs.items()]
+        label, value = "the arguments", (args, kwargs)
+        for candidate_label, candidate in named:
+            try:
+                self._dump((candidate,), {})
+            except Exception as own_error:
+                label, value, error = candidate_label, candidate, own_error
+                break
+        if isinstance(error, RecursionError):
+            reason = "it is recursive or nested too deeply"
+        elif isinstance(error, _Unrepresentable):
+            held = type(error.value).__qualname__
+            reason = f"it holds a {held}, which {error.format} cannot hold"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        return TypeError(
+            f"{type(self).__name__} cannot represent {label} "
+            f"({type(value).__qualname__}): {reason}"
+        )
+
+
+class _Unrepresentable(Exception):
+    def __init__(self, value: object, format: str) -> None:
+        super().__init__(value)
+        self.value = value
+        self.format = format
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# --- pickle ----------------------------------------------------------------------------------
+
+_PICKLE_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+class _SortedSet(tuple[Any, ...]):
+    """A set's elements in canonical order; its own class so it never equals a plain tuple."""
+
+
+class _SortedFrozenset(tuple[Any, ...]):
+    """A frozenset's elements in canonical order."""
+
+
+def _pickle_canonical(obj: Any) -> Any:
+    kind = type(obj)
+    if kind in _PICKLE_ATOMS:
+        return obj
+    if kind is tuple:
+        return tuple([_pickle_canonical(item) for item in obj])
+    if kind is list:
+        return [_pickle_canonical(item) for item in obj]
+    if kind is dict:
+        pairs = [(_pickle_canonical(key), _pickle_canonical(value)) for key, value in obj.items()]
+        return dict(_sorted_by_key(pairs))
+    if kind is set or kind is frozenset:
+        items = [item for item, _ in _sorted_by_key([(_pickle_canonical(i), None) for i in obj])]
+        return (_SortedSet if kind is set else _SortedFrozenset)(items)
+    return obj
+
+
+# Comparing values orders str, int and bytes totally; anything else (mixed types, floats with
+# NaN, frozensets ordered by inclusion) is ordered by its pickle, which is total and stable.
+_VALUE_ORDERED = frozenset({str, int, bytes})
+
+
+def _sorted_by_key(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    kinds = {type(key) for key, _ in pairs}
+    if len(kinds) <= 1 and kinds <= _VALUE_ORDERED:
+        return sorted(pairs, key=lambda pair: pair[0])
+    return sorted(pairs, key=lambda pair: pickle.dumps(pair[0], _PICKLE_PROTOCOL))
+
+
+class SerialiseBin(_CanonicalSerialise):
+    """pickle: represents any picklable argument. The default.
+
+    ``arg_string`` is a short, readable description of the call (not the pickle itself).
+    Two arguments that are one object pickle differently from two equal copies, so such calls
+    may be separate entries (a miss, never a wrong value).
+    """
+
+    def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        canonical = (_pickle_canonical(args), _pickle_canonical(kwargs))
+        return pickle.dumps(canonical, _PICKLE_PROTOCOL)
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+_JSON_FORMAT = "JSON"
+
+
+def _json_ready(obj: Any, kinds: list[str]) -> Any:
+    """``obj`` as plain JSON data; ``kinds`` gets one letter per array, in document order.
+
+    JSON has one array type, so the letters (l list, t tuple, s set, f frozenset) go into the
+    hash beside the text: ``[1, 2]`` and ``(1, 2)`` read alike but are different arguments.
+    """
+    kind = type(obj)
+    if kind is str or kind is int or kind is float or kind is bool or obj is None:
+        return obj
+    if kind is list or kind is tuple:
+        kinds.append("l" if kind is list else "t")
+        return [_json_ready(item, kinds) for item in obj]
+    if kind is dict:
+        for key in obj:
+            if type(key) is not str:
+                raise _Unrepresentable(key, "a JSON object key")
+        return {key: _json_ready(obj[key], kinds) for key in sorted(obj)}
+    if kind is set or kind is frozenset:
+        kinds.append("s" if kind is set else "f")
+        elements = []
+        for item in obj:
+            item_kinds: list[str] = []
+            ready = _json_ready(item, item_kinds)
+            elements.append((_json_text(ready), "".join(item_kinds), ready))
+        elements.sort(key=lambda element: element[:2])
+        kinds.extend(item_kinds for _, item_kinds, _ in elements)
+        return [ready for _, _, ready in elements]
+    raise _Unrepresentable(obj, _JSON_FORMAT)
+
+
+def _json_text(ready: Any) -> str:
+    return json.dumps(ready, ensure_ascii=False, separators=(",", ":"))
+
+
+class SerialiseJson(_CanonicalSerialise):
+    """JSON: ``arg_string`` is readable JSON, so the catalogue shows what each entry was for.
+
+    Represents str, int, float, bool, None, and lists, tuples, sets and dicts with str keys
+    of those; anything else raises TypeError.
+    """
+
+    def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        kinds: list[str] = []
+        text = _json_text({"args": _json_ready(args, kinds), "kwargs": _json_ready(kwargs, kinds)})
+        # JSON text holds no raw newline, so the kinds after it cannot be mistaken for text.
+        return (text + "\n" + "".join(kinds)).encode("utf-8", "surrogatepass")
+
+    def _arg_string(self, args: tuple[Any, ...], kwargs: dict[str, Any], data: bytes) -> str:
+        return data.decode("utf-8", "surrogatepass").rsplit("\n", 1)[0]
+
+
+# --- msgpack ---------------------------------------------------------------------------------
+
+_MSGPACK_FORMAT = "msgpack"
+_MSGPACK_ATOMS = frozenset({int, float, str, bytes, bool, type(None)})
+_EXT_TUPLE, _EXT_SET, _EXT_FROZENSET = 1, 2, 3
+
+
+def _packb(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True, strict_types=True)
+    return data
+
+
+def _msgpack_ready(obj: Any) -> Any:
+    kind = type(obj)
+    if kind in _MSGPACK_ATOMS:
+        return obj
+    if kind is list:
+        return [_msgpack_ready(item) for item in obj]
+    if kind is tuple:
+        return msgpack.ExtType(_EXT_TUPLE, _packb([_msgpack_ready(item) for item in obj]))
+    if kind is dict:
+        pairs = [(_msgpack_ready(key), _msgpack_ready(value)) for key, value in obj.items()]
+        return dict(sorted(pairs, key=lambda pair: _packb(pair[0])))
+    if kind is set or kind is frozenset:
+        code = _EXT_SET if kind is set else _EXT_FROZENSET
+        return msgpack.ExtType(code, _packb(sorted(_packb(_msgpack_ready(i)) for i in obj)))
+    raise _Unrepresentable(obj, _MSGPACK_FORMAT)
+
+
+class SerialiseMsgpack(_CanonicalSerialise):
+    """msgpack: compact and fast for plain data (str, bytes, int within 64 bits, float, bool,
+    None, and lists, tuples, sets and dicts of those); anything else raises TypeError.
+    """
+
+    def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        return _packb([_msgpack_ready(args), _msgpack_ready(kwargs)])
+
+
+# --- descriptions ----------------------------------------------------------------------------
+
+
+class _ShortRepr(reprlib.Repr):
+    """A bounded repr that never builds the full repr of a large bytes argument."""
+
+    def repr_bytes(self, obj: bytes, level: int) -> str:
+        if len(obj) <= self.maxstring:
+            return repr(obj)
+        return f"<{len(obj)} bytes>"
+
+    def repr_bytearray(self, obj: bytearray, level: int) -> str:
+        return f"<bytearray of {len(obj)} bytes>"
+
+
+_short_repr = _ShortRepr()
+_short_repr.maxstring = 80
+_short_repr.maxother = 80
+
+
+def describe_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A short, human-readable form of a call's arguments: ``1, 'a', flag=True``."""
+    parts = [_short_repr.repr(value) for value in args]
+    parts += [f"{name}={_short_repr.repr(value)}" for name, value in kwargs.items()]
+    return ", ".join(parts)
+
+
+SERIALISERS: dict[str, type[Serialise]] = {
+    "bin": SerialiseBin,
+    "json": SerialiseJson,
+    "msgpack": SerialiseMsgpack,
+}

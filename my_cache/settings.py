@@ -1,0 +1,160 @@
+"""Typed settings: CacheStor arguments > ``MYCACHE_*`` variables > ``mycache.toml`` > defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, WithJsonSchema, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "MYCACHE_"
+CONFIG_ENV_VAR = "MYCACHE_CONFIG"
+DEFAULT_CONFIG_FILE = "mycache.toml"
+
+
+class TypeStorage(Enum):
+    """Where results live: ``IN_MEMORY`` (this process only) or ``IN_DISK`` (diskcache)."""
+
+    IN_MEMORY = "in_memory"
+    IN_DISK = "in_disk"
+
+
+SerialiserName = Literal["bin", "json", "msgpack"]
+
+
+def _any_case_pattern(*words: str) -> str:
+    """A JSON Schema pattern matching any of ``words`` in any letter case."""
+    alternatives = (
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word) for word in words
+    )
+    return "^(" + "|".join(alternatives) + ")$"
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the field and where its value came from."""
+
+
+class Settings(BaseSettings):
+    """The settings of a CacheStor. Field names are the TOML keys; ``MYCACHE_<FIELD>`` env vars."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    db_file: str = Field(
+        default="cache/my.db",
+        description="The catalogue: an SQLite file listing every IN_DISK entry.",
+    )
+    type_storage: Annotated[
+        TypeStorage,
+        WithJsonSchema(
+            {"type": "string", "pattern": _any_case_pattern(*(t.value for t in TypeStorage))}
+        ),
+    ] = Field(
+        default=TypeStorage.IN_MEMORY,
+        description="in_memory or in_disk, in any letter case.",
+    )
+    is_debug_log: bool = Field(
+        default=False,
+        description="Log every hit, miss and write through structlog.",
+    )
+    serialiser: Annotated[
+        SerialiserName,
+        WithJsonSchema({"type": "string", "pattern": _any_case_pattern("bin", "json", "msgpack")}),
+    ] = Field(
+        default="bin",
+        description="How arguments become keys: bin (pickle), json or msgpack, in any letter case.",
+    )
+
+    @field_validator("type_storage", "serialiser", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls, config_file())
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """The TOML source, failing with the file's name when the file is not valid TOML."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{file_path} is not valid TOML: {error}") from error
+
+
+def config_file() -> Path:
+    """The TOML file settings are read from: ``$MYCACHE_CONFIG``, else ``./mycache.toml``."""
+    named = os.environ.get(CONFIG_ENV_VAR)
+    if not named:
+        return Path(DEFAULT_CONFIG_FILE)
+    path = Path(named)
+    if not path.is_file():
+        raise SettingsError(f"{CONFIG_ENV_VAR} names {path}, which is not a file")
+    return path
+
+
+def load_settings(**explicit: Any) -> Settings:
+    """Resolve the settings; ``explicit`` values (None means "not given") win over every source.
+
+    Raises SettingsError naming the field and its source when a value is invalid.
+    """
+    given = {name: value for name, value in explicit.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, given)) from None
+
+
+def _describe(error: ValidationError, given: dict[str, Any]) -> str:
+    problems = []
+    for detail in error.errors():
+        field = str(detail["loc"][0]) if detail["loc"] else "?"
+        value = detail.get("input")
+        problems.append(
+            f"setting {field!r} = {value!r} from {_source_of(field, given)}: {detail['msg']}"
+        )
+    return "invalid my_cache settings: " + "; ".join(problems)
+
+
+def _source_of(field: str, given: dict[str, Any]) -> str:
+    if field in given:
+        return "the CacheStor argument"
+    env_var = ENV_PREFIX + field.upper()
+    if any(name.upper() == env_var for name in os.environ):
+        return f"environment variable {env_var}"
+    path = config_file()
+    if path.is_file():
+        with path.open("rb") as file:
+            if field in tomllib.load(file):
+                return f"file {path}"
+    return "the defaults"
+
+
+def settings_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``mycache.toml`` (``config/mycache.schema.json`` is this, written out)."""
+    schema = Settings.model_json_schema()
+    schema["title"] = "mycache.toml"
+    schema["additionalProperties"] = False
+    return schema

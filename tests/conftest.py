@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from my_cache import CacheStor, TypeStorage
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own empty folder, untouched by the user's MYCACHE_* settings."""
+    for name in list(os.environ):
+        if name.upper().startswith("MYCACHE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(params=[TypeStorage.IN_MEMORY, TypeStorage.IN_DISK], ids=["memory", "disk"])
+def stor(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CacheStor]:
+    cache_stor = CacheStor(db_file=tmp_path / "catalogue.db", type_storage=request.param)
+    yield cache_stor
+    cache_stor.close()
+
+
+@pytest.fixture
+def disk_stor(tmp_path: Path) -> Iterator[CacheStor]:
+    cache_stor = CacheStor(db_file=tmp_path / "catalogue.db", type_storage=TypeStorage.IN_DISK)
+    yield cache_stor
+    cache_stor.close()
+
+
+RunPython = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_python(tmp_path: Path) -> RunPython:
+    """Run Python source in a real subprocess, in tmp_path, importing this work tree's my_cache."""
+
+    def run(
+        source: str, *, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        script = tmp_path / f"script_{time.monotonic_ns()}.py"
+        script.write_text(textwrap.dedent(source))
+        full_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run

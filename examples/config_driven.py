@@ -24,7 +24,9 @@ print([square(n) for n in (2, 3, 2, 3)])
 cache_stor.close()
 
 with sqlite3.connect(cache_stor.db_file) as catalogue:
-    for function, arg_string, size in catalogue.execute(
-        "SELECT function, arg_string, size FROM entries WHERE function LIKE '%square' ORDER BY key"
-    ):
+    rows = catalogue.execute(
+        "SELECT function, arg_string, size FROM entries"
+        " WHERE function LIKE '%square' ORDER BY arg_string"
+    )
+    for function, arg_string, size in rows:
         print(f"catalogued: {function} {arg_string} ({size} bytes)")

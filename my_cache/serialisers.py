@@ -80,7 +80,7 @@ class _CanonicalSerialise(Serialise):
             reason = "it is recursive or nested too deeply"
         elif isinstance(error, _Unrepresentable):
             held = type(error.value).__qualname__
-            reason = f"it holds a {held}, which {error.format} cannot hold"
+            reason = f"it holds a value of type {held}, which {error.format} cannot hold"
         else:
             reason = f"{type(error).__name__}: {error}"
         return TypeError(

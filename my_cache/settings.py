@@ -154,7 +154,8 @@ def _source_of(field: str, given: dict[str, Any]) -> str:
 
 def settings_json_schema() -> dict[str, Any]:
     """The JSON Schema of ``mycache.toml`` (``config/mycache.schema.json`` is this, written out)."""
-    schema = Settings.model_json_schema()
+    schema: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    schema |= Settings.model_json_schema()
     schema["title"] = "mycache.toml"
     schema["additionalProperties"] = False
     return schema

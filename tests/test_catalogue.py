@@ -1,0 +1,76 @@
+"""db_file, the catalogue: a row per IN_DISK entry, written on store, never read on a hit."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import time
+from pathlib import Path
+
+from my_cache import CacheStor, SerialiseJson, TypeStorage
+
+
+def catalogue_rows(db_file: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(db_file) as connection:
+        connection.row_factory = sqlite3.Row
+        return connection.execute("SELECT * FROM entries ORDER BY created").fetchall()
+
+
+def test_every_stored_entry_has_a_row(tmp_path: Path) -> None:
+    db_file = tmp_path / "catalogue.db"
+    stor = CacheStor(db_file=db_file, type_storage=TypeStorage.IN_DISK, serialiser=SerialiseJson)
+
+    @stor.cache(folder="cache/example")
+    def example(param1: str, param2: bool = False, param3: bool = False) -> str:
+        return f"result - {param1=},{param2=},{param3=}"
+
+    before = time.time()
+    result = example("param2", param3=True, param2=False)
+    example("other")
+    example("param2", param3=True)  # a hit: no new row
+    after = time.time()
+    stor.close()
+
+    rows = catalogue_rows(db_file)
+    assert len(rows) == 2
+    first = rows[0]
+    assert first["folder"] == str(tmp_path / "cache" / "example")
+    assert first["function"] == f"{__name__}.test_every_stored_entry_has_a_row.<locals>.example"
+    assert first["key"].startswith(first["function"] + ":")
+    assert json.loads(first["arg_string"]) == {
+        "args": [],
+        "kwargs": {"param1": "param2", "param2": False, "param3": True},
+    }
+    assert first["size"] == len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+    assert before <= first["created"] <= after
+    assert json.loads(rows[1]["arg_string"])["kwargs"]["param1"] == "other"
+
+
+def test_creating_a_cache_does_not_open_the_catalogue(tmp_path: Path) -> None:
+    CacheStor(db_file=tmp_path / "catalogue.db", type_storage=TypeStorage.IN_DISK)
+    assert not (tmp_path / "catalogue.db").exists()
+
+
+def test_a_hit_does_not_touch_the_catalogue(tmp_path: Path) -> None:
+    db_file = tmp_path / "catalogue.db"
+    runs = 0
+
+    def make_stor() -> CacheStor:
+        return CacheStor(db_file=db_file, type_storage=TypeStorage.IN_DISK)
+
+    def square(n: int) -> int:
+        nonlocal runs
+        runs += 1
+        return n * n
+
+    writer = make_stor()
+    assert writer.cache(folder="cache/sq")(square)(4) == 16
+    writer.close()
+    db_file.unlink()
+
+    reader = make_stor()
+    assert reader.cache(folder="cache/sq")(square)(4) == 16
+    reader.close()
+    assert runs == 1
+    assert not db_file.exists()

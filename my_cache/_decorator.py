@@ -74,9 +74,11 @@ def sync_wrapper(stor: CacheStor, folder: str, func: Callable[P, R]) -> Callable
     flights: ThreadFlights[R] = ThreadFlights(keys.function)
 
     def lookup(store: FolderStore, key: str) -> Any:
+        if not stor.is_debug_log:
+            return store.get(key)
         started = time.perf_counter()
         value = store.get(key)
-        if value is not MISSING and stor.is_debug_log:
+        if value is not MISSING:
             _log.debug(
                 "my_cache.hit",
                 folder=folder,

@@ -43,6 +43,9 @@ def make_normaliser(func: Callable[..., Any]) -> Normaliser:
     takes_var_positional = any(p.kind is _P.VAR_POSITIONAL for p in params)
     takes_var_keyword = any(p.kind is _P.VAR_KEYWORD for p in params)
     n_positional = len(positional)
+    # The common call, every parameter passed positionally, needs no dict of values.
+    all_positional_order = tuple(sorted((name, i) for i, name in enumerate(positional)))
+    has_fast_path = not positional_only and not keyword_only
     position = {name: index for index, name in enumerate(positional)}
     qualname = func.__qualname__
 
@@ -54,6 +57,8 @@ def make_normaliser(func: Callable[..., Any]) -> Normaliser:
         return TypeError(f"{qualname}() cannot take these arguments")  # pragma: no cover
 
     def normalise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Normalised:
+        if has_fast_path and not kwargs and len(args) == n_positional:
+            return (), {name: args[i] for name, i in all_positional_order}
         if len(args) > n_positional and not takes_var_positional:
             raise refuse(args, kwargs)
         values = dict(defaults)

@@ -103,6 +103,7 @@ def _digest(data: bytes) -> str:
 # --- pickle ----------------------------------------------------------------------------------
 
 _PICKLE_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+_EMPTY_DICT, _EMPTY_SET, _FROZENSET = b"}", b"\x8f", b"\x91"  # pickle opcodes, protocol 4+
 
 
 class _SortedSet(tuple[Any, ...]):
@@ -151,8 +152,14 @@ class SerialiseBin(_CanonicalSerialise):
     """
 
     def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        canonical = (_pickle_canonical(args), _pickle_canonical(kwargs))
-        return pickle.dumps(canonical, _PICKLE_PROTOCOL)
+        call = (args, tuple(kwargs.items()))
+        data = pickle.dumps(call, _PICKLE_PROTOCOL)
+        # Only dicts and sets need reordering, and pickling an exact dict, set or frozenset
+        # always writes its opcode byte. Without those bytes the plain pickle is canonical;
+        # with them (or a data byte that looks alike) take the slower canonical walk.
+        if _EMPTY_DICT not in data and _EMPTY_SET not in data and _FROZENSET not in data:
+            return data
+        return pickle.dumps(_pickle_canonical(call), _PICKLE_PROTOCOL)
 
 
 # --- JSON ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint schema clean
+.PHONY: demo test lint schema bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "my_cache needs Python 3.11 or newer; set PYTHON=" or 0)'
@@ -24,12 +24,12 @@ demo: $(VENV)/.user-install
 	$(PY) examples/simple_use_cache.py
 
 test: $(VENV)/.dev-install
-	$(PY) -m ruff check my_cache tests examples
+	$(PY) -m ruff check my_cache tests examples benchmarks
 	$(PY) -m mypy my_cache
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev-install
-	$(PY) -m ruff check my_cache tests examples
+	$(PY) -m ruff check my_cache tests examples benchmarks
 	$(PY) -m mypy my_cache
 
 # Rewrite config/mycache.schema.json from the settings model (a test fails when it is stale).
@@ -38,3 +38,7 @@ schema: $(VENV)/.dev-install
 
 clean:
 	rm -rf $(VENV) examples/cache .pytest_cache .mypy_cache .ruff_cache
+
+# Speed beside the peers; not part of `make test` (timings belong here, not in unit tests).
+bench: $(VENV)/.dev-install
+	$(PY) benchmarks/compare.py

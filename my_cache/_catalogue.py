@@ -60,6 +60,9 @@ class Catalogue:
                 self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
             connection.execute("PRAGMA journal_mode=WAL")
+            # diskcache's own durability: safe when a process dies; a power loss may drop the
+            # latest rows but never corrupts the file. FULL would cost an fsync per entry.
+            connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(SCHEMA)
             self._connection = connection
         return self._connection

@@ -46,7 +46,9 @@ def store_result(
     """Write a computed value; a value that cannot be stored is warned of and not cached."""
     started = time.perf_counter()
     try:
-        store.set(key, value, function=keys.function, arg_string=keys.arg_string(call))
+        store.set(
+            key, value, function=keys.function, arg_string=lambda: keys.arg_string(call)
+        )
     except UnstorableResult as error:
         _log.warning(
             "my_cache.unstorable_result",

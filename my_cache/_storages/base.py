@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Final
 
 
@@ -28,8 +29,14 @@ class FolderStore(ABC):
         """The stored value, or MISSING. A damaged entry is dropped, warned of, and a miss."""
 
     @abstractmethod
-    def set(self, key: str, value: Any, *, function: str, arg_string: str) -> None:
-        """Store ``value`` under ``key``; raises UnstorableResult, storing nothing, if it can't."""
+    def set(
+        self, key: str, value: Any, *, function: str, arg_string: Callable[[], str]
+    ) -> None:
+        """Store ``value`` under ``key``; raises UnstorableResult, storing nothing, if it can't.
+
+        ``arg_string()`` gives the serialiser's description of the arguments, for stores that
+        catalogue their entries; it is a callable because building it costs a second encoding.
+        """
 
     @abstractmethod
     def close(self) -> None:

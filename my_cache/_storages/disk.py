@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,12 @@ class DiskFolder(FolderStore):
             self._cache.delete(key)
             return MISSING
 
-    def set(self, key: str, value: Any, *, function: str, arg_string: str) -> None:
+    def set(
+        self, key: str, value: Any, *, function: str, arg_string: Callable[[], str]
+    ) -> None:
         data = dump_result(value)
         self._cache.set(key, data)
-        self._catalogue.record(self._folder, function, key, arg_string, len(data))
+        self._catalogue.record(self._folder, function, key, arg_string(), len(data))
 
     def close(self) -> None:
         self._cache.close()

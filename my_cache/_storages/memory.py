@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from my_cache._storages.base import MISSING, Backend, FolderStore, UnstorableResult
@@ -18,7 +18,9 @@ class MemoryFolder(FolderStore):
     def get(self, key: str) -> Any:
         return self._values.get(key, MISSING)
 
-    def set(self, key: str, value: Any, *, function: str, arg_string: str) -> None:
+    def set(
+        self, key: str, value: Any, *, function: str, arg_string: Callable[[], str]
+    ) -> None:
         if isinstance(value, Iterator):
             # A cached iterator would be empty on every hit after the first: a wrong value.
             raise UnstorableResult(f"{type(value).__qualname__} is an iterator, usable only once")

@@ -66,6 +66,15 @@ class CachedFunction:
                 reason=str(error),
             )
             return
+        except Exception as error:
+            # The value is computed: a store that fails to write must not take it from the caller.
+            _log.warning(
+                "my_cache.write_failed",
+                folder=self.folder,
+                function=self.function,
+                reason=f"{type(error).__name__}: {error}",
+            )
+            return
         if self.stor.is_debug_log:
             self.debug("my_cache.write", key, started)
 

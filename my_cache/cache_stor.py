@@ -12,7 +12,7 @@ from my_cache._decorator import sync_wrapper
 from my_cache._storages import BACKENDS
 from my_cache._storages.base import FolderStore
 from my_cache.serialisers import SERIALISERS, Serialise
-from my_cache.settings import Settings, TypeStorage, load_settings
+from my_cache.settings import TypeStorage, load_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,16 +41,16 @@ class CacheStor:
         serialiser: Serialise | type[Serialise] | str | None = None,
     ) -> None:
         chosen_serialiser = _serialiser_instance(serialiser)
-        self.settings: Settings = load_settings(
+        settings = load_settings(
             db_file=None if db_file is None else os.fspath(db_file),
             type_storage=type_storage,
             is_debug_log=is_debug_log,
             serialiser=serialiser if isinstance(serialiser, str) else None,
         )
-        self.db_file: str = self.settings.db_file
-        self.type_storage: TypeStorage = self.settings.type_storage
-        self.is_debug_log: bool = self.settings.is_debug_log
-        self.serialiser: Serialise = chosen_serialiser or SERIALISERS[self.settings.serialiser]()
+        self.db_file: str = settings.db_file
+        self.type_storage: TypeStorage = settings.type_storage
+        self.is_debug_log: bool = settings.is_debug_log
+        self.serialiser: Serialise = chosen_serialiser or SERIALISERS[settings.serialiser]()
         if self.type_storage is TypeStorage.IN_DISK and not self.db_file:
             raise ValueError(
                 "CacheStor: db_file is empty, but TypeStorage.IN_DISK needs it for its catalogue"

@@ -265,6 +265,27 @@ def test_a_result_that_cannot_be_stored_is_returned_and_not_cached(stor: CacheSt
     assert warnings[0]["function"].endswith("numbers")
 
 
+def test_a_failing_catalogue_write_still_returns_the_value(tmp_path: Path) -> None:
+    not_a_file = tmp_path / "catalogue_is_a_directory"
+    not_a_file.mkdir()
+    stor = CacheStor(db_file=not_a_file, type_storage=TypeStorage.IN_DISK)
+    runs = 0
+
+    @stor.cache(folder="cache/w")
+    def w(x: int) -> int:
+        nonlocal runs
+        runs += 1
+        return x * 10
+
+    with capture_logs() as events:
+        assert w(2) == 20
+    assert [(e["event"], e["log_level"]) for e in events] == [("my_cache.write_failed", "warning")]
+    assert "OperationalError" in events[0]["reason"]
+    assert w(2) == 20  # the entry itself was written before the catalogue failed
+    assert runs == 1
+    stor.close()
+
+
 def test_in_memory_creates_no_files(tmp_path: Path) -> None:
     stor = CacheStor()  # the defaults: IN_MEMORY with db_file="cache/my.db"
     assert stor.type_storage is TypeStorage.IN_MEMORY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,13 @@ class DiskFolder(FolderStore):
         self, key: str, value: Any, *, function: str, arg_string: Callable[[], str]
     ) -> None:
         data = dump_result(value)
-        self._cache.set(key, data)
+        if len(data) < self._cache.disk.min_file_size:
+            self._cache.set(key, data)
+        else:
+            # Given bytes, diskcache writes the file one *line* at a time: millions of Python
+            # iterations (holding the GIL) for text-like pickles. A file object is copied in
+            # 4 MiB chunks instead.
+            self._cache.set(key, io.BytesIO(data), read=True)
         self._catalogue.record(self._folder, function, key, arg_string(), len(data))
 
     def close(self) -> None:

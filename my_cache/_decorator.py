@@ -47,8 +47,13 @@ class CachedFunction:
             self.debug("my_cache.hit", key, started)
         return value
 
-    def store_result(self, store: FolderStore, key: str, call: Normalised, value: Any) -> None:
-        """Write a computed value; a value that cannot be stored is warned of and not cached."""
+    def store_result(
+        self, store: FolderStore, key: str, call: Normalised, value: Any, **fields: Any
+    ) -> str | None:
+        """Write a computed value; None when written, else why not (already warned of).
+
+        A value that cannot be stored is not cached; ``fields`` go into the write event.
+        """
         started = time.perf_counter()
         args, kwargs = call
         try:
@@ -59,26 +64,19 @@ class CachedFunction:
                 arg_string=lambda: self.stor.serialiser.encode(*args, **kwargs)[0],
             )
         except UnstorableResult as error:
-            _log.warning(
-                "my_cache.unstorable_result",
-                folder=self.folder,
-                function=self.function,
-                reason=str(error),
-            )
-            return
+            return self._warn("my_cache.unstorable_result", str(error))
         except Exception as error:
             # The value is computed: a store that fails to write must not take it from the caller.
-            _log.warning(
-                "my_cache.write_failed",
-                folder=self.folder,
-                function=self.function,
-                reason=f"{type(error).__name__}: {error}",
-            )
-            return
+            return self._warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
         if self.stor.is_debug_log:
-            self.debug("my_cache.write", key, started)
+            self.debug("my_cache.write", key, started, **fields)
+        return None
 
-    def debug(self, event: str, key: str, started: float) -> None:
+    def _warn(self, event: str, reason: str) -> str:
+        _log.warning(event, folder=self.folder, function=self.function, reason=reason)
+        return f"{self.function}: {reason}"
+
+    def debug(self, event: str, key: str, started: float, **fields: Any) -> None:
         """One debug event about ``key``, timed from ``started`` (a perf_counter reading)."""
         _log.debug(
             event,
@@ -86,6 +84,7 @@ class CachedFunction:
             function=self.function,
             key=_log.short_key(key),
             elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+            **fields,
         )
 
 

@@ -1,9 +1,10 @@
-"""Single flight for threads: one computation per key at a time, shared by its waiters."""
+"""Single flight: one computation per key at a time, shared by those waiting for that key."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
@@ -52,3 +53,50 @@ class ThreadFlights(Generic[R]):
             flight.done.wait()
             if flight.succeeded:
                 return flight.value  # type: ignore[no-any-return]
+
+
+_FAILED: Any = object()
+
+
+class AsyncFlights(Generic[R]):
+    """Concurrent ``await run(key, compute)`` calls with one key, in one event loop, await
+    ``compute()`` once; the others get its value.
+
+    As with threads, an exception (or cancellation) of the computation is never shared:
+    a waiter then computes itself. A cancelled waiter does not cancel the computation.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._flights: dict[str, tuple[asyncio.Future[Any], asyncio.Task[Any] | None]] = {}
+
+    async def run(self, key: str, compute: Callable[[], Awaitable[R]]) -> R:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        while True:
+            flight = self._flights.get(key)
+            if flight is None or flight[0].get_loop() is not loop:
+                break
+            future, owner = flight
+            if owner is task:
+                raise RecursionError(f"{self._name}() awaits itself with the same arguments")
+            value = await asyncio.shield(future)
+            if value is not _FAILED:
+                return value  # type: ignore[no-any-return]
+        # Another event loop (another thread) may hold a flight for this key: this loop's
+        # computation then runs on its own, unregistered.
+        future = loop.create_future()
+        registered = key not in self._flights
+        if registered:
+            self._flights[key] = (future, task)
+        try:
+            value = await compute()
+        except BaseException:
+            future.set_result(_FAILED)
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            if registered:
+                del self._flights[key]

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="How arguments become keys: bin (pickle), json or msgpack, in any letter case.",
     )
 
+    max_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Threads that pickle and write cache_async results in the background.",
+    )
+
     @field_validator("type_storage", "serialiser", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:

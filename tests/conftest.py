@@ -47,13 +47,17 @@ def run_python(tmp_path: Path) -> RunPython:
     """Run Python source in a real subprocess, in tmp_path, importing this work tree's my_cache."""
 
     def run(
-        source: str, *, env: dict[str, str] | None = None, check: bool = True
+        source: str,
+        *,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         script = tmp_path / f"script_{time.monotonic_ns()}.py"
         script.write_text(textwrap.dedent(source))
         full_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
         result = subprocess.run(
-            [sys.executable, str(script)],
+            [sys.executable, str(script), *args],
             cwd=tmp_path,
             env=full_env,
             capture_output=True,

@@ -51,3 +51,23 @@ def test_config_driven_takes_everything_from_mycache_toml(tmp_path: Path) -> Non
     ]
     events = [word for word in result.stderr.split() if word.startswith("my_cache.")]
     assert events == ["my_cache.miss", "my_cache.write"] * 2 + ["my_cache.hit"] * 2
+
+
+def test_use_async_cache_runs_the_coroutine_once_then_reads_the_disk(tmp_path: Path) -> None:
+    value = "param1='param1',param2=False,param3=True"
+    result = str([value, value])
+    first = run_example("use_async_cache.py", tmp_path)
+    assert first.stdout.splitlines() == [
+        "nested param1='param1',param2=False,param3=True",
+        result,
+        "all done",
+    ]
+    second = run_example("use_async_cache.py", tmp_path)
+    assert second.stdout.splitlines() == [result, "all done"]
+
+
+def test_the_async_crash_test_executes_each_key_once(tmp_path: Path) -> None:
+    first = run_example("use_async_cache_crash_test.py", tmp_path)
+    assert first.stdout.splitlines()[-1] == "executions: 100"
+    second = run_example("use_async_cache_crash_test.py", tmp_path)
+    assert second.stdout.splitlines()[-1] == "executions: 0"

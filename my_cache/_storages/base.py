@@ -17,6 +17,15 @@ MISSING: Final = _Missing()
 """What ``FolderStore.get`` returns on a miss (a stored None is a hit)."""
 
 
+class Deferred:
+    """A stored value whose loading is slow (a large file): call ``load()`` off the event loop."""
+
+    __slots__ = ("load",)
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self.load = load
+
+
 class UnstorableResult(Exception):
     """A function's result that this backend cannot store; the caller still gets it."""
 
@@ -27,6 +36,10 @@ class FolderStore(ABC):
     @abstractmethod
     def get(self, key: str) -> Any:
         """The stored value, or MISSING. A damaged entry is dropped, warned of, and a miss."""
+
+    def fetch(self, key: str) -> Any:
+        """Like ``get``, but a value that is slow to load may come back as a Deferred."""
+        return self.get(key)
 
     @abstractmethod
     def set(
@@ -45,6 +58,9 @@ class FolderStore(ABC):
 
 class Backend(ABC):
     """One kind of storage (TypeStorage), created with the CacheStor's ``db_file``."""
+
+    persistent: bool
+    """Whether entries outlive the process (cache_async uses only such backends)."""
 
     @abstractmethod
     def open_folder(self, folder: str) -> FolderStore:

@@ -6,13 +6,13 @@ import io
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import diskcache
 
 from my_cache import _log
 from my_cache._catalogue import Catalogue
-from my_cache._storages.base import MISSING, Backend, FolderStore, dump_result
+from my_cache._storages.base import MISSING, Backend, Deferred, FolderStore, dump_result
 
 
 class DiskFolder(FolderStore):
@@ -29,8 +29,24 @@ class DiskFolder(FolderStore):
 
     def get(self, key: str) -> Any:
         data = self._cache.get(key)
+        return MISSING if data is None else self._unpickle(key, data)
+
+    def fetch(self, key: str) -> Any:
+        # diskcache keeps values under its min_file_size (32 KiB) in SQLite and hands them
+        # back as bytes, cheap to unpickle here; larger ones live in files and come back as
+        # an open file, read and unpickled later, off the event loop.
+        data = self._cache.get(key, read=True)
         if data is None:
             return MISSING
+        if isinstance(data, bytes):
+            return self._unpickle(key, data)
+        return Deferred(lambda: self._unpickle_file(key, data))
+
+    def _unpickle_file(self, key: str, file: BinaryIO) -> Any:
+        with file:
+            return self._unpickle(key, file.read())
+
+    def _unpickle(self, key: str, data: bytes) -> Any:
         try:
             return pickle.loads(data)
         except Exception as error:
@@ -61,6 +77,8 @@ class DiskFolder(FolderStore):
 
 
 class DiskBackend(Backend):
+    persistent = True
+
     def __init__(self, db_file: str) -> None:
         self._catalogue = Catalogue(Path(db_file))
 

@@ -31,6 +31,8 @@ class MemoryFolder(FolderStore):
 
 
 class MemoryBackend(Backend):
+    persistent = False
+
     def __init__(self, db_file: str) -> None:
         """``db_file`` is ignored: entries die with the process, so nothing is catalogued."""
 

@@ -1,0 +1,125 @@
+"""Write-behind for cache_async: results are pickled and written on a thread pool.
+
+Until its write lands, a result is served from an in-memory buffer; once written, the
+buffer lets go of it. Writes are tracked so that ``join()`` can wait for them and report
+those that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from my_cache import _log
+from my_cache._keys import Normalised
+from my_cache._storages.base import MISSING, FolderStore
+from my_cache._threads import StartedPool
+
+if TYPE_CHECKING:
+    from my_cache._decorator import CachedFunction
+
+
+class CacheWriteError(Exception):
+    """Raised by ``CacheStor.join()`` when results could not be written; callers had them."""
+
+
+class BackgroundWriter:
+    """A thread pool for writes, the buffer of results not yet written, and their failures.
+
+    Safe to use from any thread and any event loop. The pool's threads are joined at
+    interpreter exit after the queue drains, so a program that never calls ``join()`` or
+    ``close()`` still leaves every submitted result on disk (a killed process does not).
+    """
+
+    def __init__(self, max_workers: int, is_debug_log: Callable[[], bool]) -> None:
+        self._is_debug_log = is_debug_log
+        self._lock = threading.Lock()
+        self._pool = StartedPool(max_workers, "my_cache-writer")
+        self._pending: set[concurrent.futures.Future[None]] = set()
+        self._queued = 0
+        self._buffer: dict[tuple[str, str], Any] = {}
+        self._failures: list[str] = []
+
+    @property
+    def queue_depth(self) -> int:
+        """Writes submitted and not yet finished."""
+        return self._queued
+
+    def buffered(self, folder: str, key: str) -> Any:
+        """A result whose write has not landed yet, or MISSING."""
+        return self._buffer.get((folder, key), MISSING)
+
+    def submit(
+        self, cached: CachedFunction, store: FolderStore, key: str, call: Normalised, value: Any
+    ) -> None:
+        """Buffer ``value`` and queue its write; returns at once."""
+        slot = (cached.folder, key)
+        with self._lock:
+            self._buffer[slot] = value
+            self._queued += 1
+            future = self._pool.submit(self._write, cached, store, key, call, value)
+            self._pending.add(future)
+        future.add_done_callback(self._finished)
+
+    def _write(
+        self, cached: CachedFunction, store: FolderStore, key: str, call: Normalised, value: Any
+    ) -> None:
+        try:
+            failure = cached.store_result(
+                store, key, call, value, queue_depth=self.queue_depth - 1
+            )
+        finally:
+            with self._lock:
+                if self._buffer.get((cached.folder, key)) is value:
+                    del self._buffer[(cached.folder, key)]
+        if failure is not None:
+            with self._lock:
+                self._failures.append(failure)
+
+    def _finished(self, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+            self._queued -= 1
+
+    async def join(self) -> None:
+        """Wait for every write submitted so far; raise CacheWriteError if any failed."""
+        started = time.perf_counter()
+        with self._lock:
+            waiting = list(self._pending)
+        if waiting:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in waiting))
+        self._flushed(len(waiting), started)
+        self._raise_failures()
+
+    def flush(self) -> None:
+        """Block until every write submitted so far has finished (failures are kept)."""
+        started = time.perf_counter()
+        with self._lock:
+            waiting = list(self._pending)
+        concurrent.futures.wait(waiting)
+        self._flushed(len(waiting), started)
+
+    def close(self) -> None:
+        """Flush, then stop the pool's threads; a later write starts a new pool."""
+        self.flush()
+        self._pool.shutdown()
+
+    def _flushed(self, writes: int, started: float) -> None:
+        if writes and self._is_debug_log():
+            _log.debug(
+                "my_cache.flush",
+                writes=writes,
+                queue_depth=self.queue_depth,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    def _raise_failures(self) -> None:
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            shown = "; ".join(failures[:5]) + ("; …" if len(failures) > 5 else "")
+            raise CacheWriteError(f"{len(failures)} cached result(s) could not be written: {shown}")

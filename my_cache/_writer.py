@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from my_cache._decorator import CachedFunction
 
 
+_REASONS_KEPT = 5
+
+
 class CacheWriteError(Exception):
     """Raised by ``CacheStor.join()`` when results could not be written; callers had them."""
 
@@ -40,9 +43,12 @@ class BackgroundWriter:
         self._lock = threading.Lock()
         self._pool = StartedPool(max_workers, "my_cache-writer")
         self._pending: set[concurrent.futures.Future[None]] = set()
+        # Counted before the pool gets the write, so a write already running is never
+        # missing from the depth it reports (its future joins _pending only after submit).
         self._queued = 0
         self._buffer: dict[tuple[str, str], Any] = {}
-        self._failures: list[str] = []
+        self._failure_count = 0
+        self._failure_reasons: list[str] = []
 
     @property
     def queue_depth(self) -> int:
@@ -78,7 +84,9 @@ class BackgroundWriter:
                     del self._buffer[(cached.folder, key)]
         if failure is not None:
             with self._lock:
-                self._failures.append(failure)
+                self._failure_count += 1
+                if len(self._failure_reasons) < _REASONS_KEPT:
+                    self._failure_reasons.append(failure)
 
     def _finished(self, future: concurrent.futures.Future[None]) -> None:
         with self._lock:
@@ -119,7 +127,8 @@ class BackgroundWriter:
 
     def _raise_failures(self) -> None:
         with self._lock:
-            failures, self._failures = self._failures, []
-        if failures:
-            shown = "; ".join(failures[:5]) + ("; …" if len(failures) > 5 else "")
-            raise CacheWriteError(f"{len(failures)} cached result(s) could not be written: {shown}")
+            count, reasons = self._failure_count, self._failure_reasons
+            self._failure_count, self._failure_reasons = 0, []
+        if count:
+            shown = "; ".join(reasons) + ("; …" if count > len(reasons) else "")
+            raise CacheWriteError(f"{count} cached result(s) could not be written: {shown}")

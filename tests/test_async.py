@@ -272,6 +272,20 @@ async def test_join_reports_failed_writes_once_after_the_rest_have_landed(
     assert len(stored_keys(tmp_path / "cache" / "mixed")) == 2
 
 
+async def test_join_counts_every_failure_but_names_only_the_first_few(stor: CacheStor) -> None:
+    @stor.cache_async(folder="cache/locks")
+    async def lock(n: int) -> Any:
+        return threading.Lock()
+
+    await asyncio.gather(*(lock(n) for n in range(7)))
+    with capture_logs(), pytest.raises(CacheWriteError) as raised:
+        await stor.join()
+    message = str(raised.value)
+    assert message.startswith("7 cached result(s) could not be written: ")
+    assert message.count("lock: ") == 5
+    assert message.endswith("; …")
+
+
 async def test_close_flushes_pending_writes(tmp_path: Path) -> None:
     stor = CacheStor(db_file=tmp_path / "catalogue.db")
 

@@ -1,13 +1,17 @@
 """my_cache: decorate a function once; equivalent calls return its stored result."""
 
+from my_cache._types import BoundCachedFunction, CachedFunction, CacheInfo
 from my_cache._writer import CacheWriteError
 from my_cache.cache_stor import CacheStor
 from my_cache.serialisers import Serialise, SerialiseBin, SerialiseJson, SerialiseMsgpack
 from my_cache.settings import Settings, SettingsError, TypeStorage
 
 __all__ = [
+    "BoundCachedFunction",
+    "CacheInfo",
     "CacheStor",
     "CacheWriteError",
+    "CachedFunction",
     "Serialise",
     "SerialiseBin",
     "SerialiseJson",

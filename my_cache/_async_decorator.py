@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from my_cache._decorator import CachedFunction
+from my_cache._decorator import FunctionCache
 from my_cache._flight import AsyncFlights
 from my_cache._storages.base import MISSING, Deferred, FolderStore
-
-if TYPE_CHECKING:
-    from my_cache.cache_stor import CacheStor
+from my_cache._types import CachedFunction
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-async def load(cached: CachedFunction, store: FolderStore, key: str) -> Any:
+async def load(cached: FunctionCache, store: FolderStore, key: str) -> Any:
     """The stored value or MISSING; a large value is read and unpickled off the event loop."""
     started = time.perf_counter()
     value = store.fetch(key)
@@ -31,27 +28,28 @@ async def load(cached: CachedFunction, store: FolderStore, key: str) -> Any:
 
 
 def async_wrapper(
-    stor: CacheStor, folder: str, func: Callable[P, Coroutine[Any, Any, R]]
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    cached = CachedFunction(stor, folder, func)
+    cached: FunctionCache, func: Callable[P, Coroutine[Any, Any, R]]
+) -> CachedFunction[P, Coroutine[Any, Any, R]]:
+    stor = cached.stor
     flights: AsyncFlights[R] = AsyncFlights(cached.function)
     writer = stor._writer
 
-    @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key, call = cached.key(args, kwargs)
-        value = writer.buffered(folder, key)
+        cached.calls += 1
+        value = writer.buffered(cached.folder, key)
         if value is not MISSING:
             if stor.is_debug_log:
                 cached.debug("my_cache.hit", key, time.perf_counter(), source="buffer")
             return value  # type: ignore[no-any-return]
-        store = stor._async_folder_store(folder)
+        store = cached.store()
 
         async def load_or_compute() -> R:
             value = await load(cached, store, key)
             if value is not MISSING:
                 return value  # type: ignore[no-any-return]
             started = time.perf_counter()
+            cached.misses += 1
             result = await func(*args, **kwargs)
             writer.submit(cached, store, key, call, result)
             if stor.is_debug_log:
@@ -60,4 +58,4 @@ def async_wrapper(
 
         return await flights.run(key, load_or_compute)
 
-    return wrapper
+    return cached.controls(wrapper, func)

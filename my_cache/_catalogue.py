@@ -1,7 +1,7 @@
 """The catalogue (``db_file``): one SQLite row per stored entry, for listing and inspection.
 
 It is written after each store write and never read on the hit path. It is opened on the
-first write, never at start-up, and never loaded into memory.
+first write or listing, never at start-up, and never loaded into memory whole.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+from my_cache._storages.base import Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -19,6 +22,7 @@ CREATE TABLE IF NOT EXISTS entries (
     arg_string TEXT    NOT NULL,
     size       INTEGER NOT NULL,
     created    REAL    NOT NULL,
+    expires    REAL,
     PRIMARY KEY (folder, key)
 )
 """
@@ -26,12 +30,17 @@ CREATE TABLE IF NOT EXISTS entries (
 # SQLite's own wait for a lock held by another process, in seconds.
 _BUSY_TIMEOUT = 60.0
 
+# A function given by name matches its full module.qualname, or a tail of it after a dot.
+_FUNCTION_MATCHES = (
+    "(function = :function OR substr(function, -length(:function) - 1) = '.' || :function)"
+)
+
 
 class Catalogue:
-    """Rows of ``entries(folder, function, key, arg_string, size, created)`` in one SQLite file.
+    """Rows of ``entries(folder, function, key, arg_string, size, created, expires)``.
 
     Safe to share between threads (one connection behind a lock) and processes (SQLite WAL,
-    each row written in its own transaction).
+    each statement its own transaction).
     """
 
     def __init__(self, path: Path) -> None:
@@ -39,12 +48,65 @@ class Catalogue:
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
-    def record(self, folder: str, function: str, key: str, arg_string: str, size: int) -> None:
+    def record(
+        self,
+        folder: str,
+        function: str,
+        key: str,
+        arg_string: str,
+        size: int,
+        expire: float | None,
+    ) -> None:
         """Add or replace the row of ``(folder, key)``, stamped with the current time."""
+        now = time.time()
+        expires = None if expire is None else now + expire
         with self._lock:
             self._connect().execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                (folder, function, key, arg_string, size, time.time()),
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (folder, function, key, arg_string, size, now, expires),
+            )
+
+    def entries(self, folder: str | None, function: str | None) -> list[Entry]:
+        """The rows, oldest first, optionally of one folder and one function (see Backend)."""
+        if not self.path.exists():
+            return []
+        conditions, parameters = ["1"], {"folder": folder, "function": function}
+        if folder is not None:
+            conditions.append("folder = :folder")
+        if function is not None:
+            conditions.append(_FUNCTION_MATCHES)
+        with self._lock:
+            rows = self._connect().execute(
+                "SELECT folder, function, key, arg_string, size, created, expires FROM entries"
+                f" WHERE {' AND '.join(conditions)} ORDER BY created, folder, key",
+                parameters,
+            )
+            return [Entry(*row) for row in rows]
+
+    def forget(self, folder: str, keys: Iterable[str]) -> None:
+        """Delete the rows of these keys in ``folder``."""
+        if not self.path.exists():
+            return
+        with self._lock:
+            connection = self._connect()
+            connection.execute("BEGIN")
+            try:
+                connection.executemany(
+                    "DELETE FROM entries WHERE folder = ? AND key = ?",
+                    [(folder, key) for key in keys],
+                )
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def forget_function(self, folder: str, function: str) -> None:
+        """Delete every row of ``function`` (its exact module.qualname) in ``folder``."""
+        if not self.path.exists():
+            return
+        with self._lock:
+            self._connect().execute(
+                "DELETE FROM entries WHERE folder = ? AND function = ?", (folder, function)
             )
 
     def close(self) -> None:

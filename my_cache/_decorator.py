@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from my_cache import _log
 from my_cache._flight import ThreadFlights
 from my_cache._keys import Normalised, function_id, make_normaliser
 from my_cache._storages.base import MISSING, FolderStore, UnstorableResult
+from my_cache._types import CachedFunction, CacheInfo
 
 if TYPE_CHECKING:
     from my_cache.cache_stor import CacheStor
@@ -19,23 +20,42 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class CachedFunction:
-    """One decorated function's part in the cache: its keys, lookups, writes and events."""
+class FunctionCache:
+    """One decorated function's part in the cache: its keys, lookups, writes, events, stats."""
 
-    def __init__(self, stor: CacheStor, folder: str, func: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        stor: CacheStor,
+        folder: str,
+        func: Callable[..., Any],
+        store: Callable[[], FolderStore],
+        *,
+        expire: float | None,
+        ignore: Iterable[str],
+        version: str | int | None,
+    ) -> None:
+        if expire is not None and not expire > 0:
+            raise ValueError(f"{func.__qualname__}: expire must be a positive number of seconds")
         self.stor = stor
         self.folder = folder
         self.function = function_id(func)
-        self._normalise = make_normaliser(func)
+        self.store = store
+        self.expire = expire
+        self._normalise = make_normaliser(func, ignore)
+        # A version is part of every key, so entries of other versions are never found.
+        self._prefix = f"{self.function}:" if version is None else f"{self.function}:v{version}:"
+        # Calls that got past key-making, and runs of the function: hits are the difference.
+        self.calls = 0
+        self.misses = 0
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Normalised]:
-        """The store key of a call, ``module.qualname:hash``, and the normalised call."""
+        """The store key of a call, ``module.qualname:[vVERSION:]hash``, and the normalised call."""
         call = self._normalise(args, kwargs)
         try:
             digest = self.stor.serialiser._call_hash(*call)
         except TypeError as error:
             raise TypeError(f"cannot cache {self.function}(): {error}") from error
-        return f"{self.function}:{digest}", call
+        return self._prefix + digest, call
 
     def lookup(self, store: FolderStore, key: str) -> Any:
         """The stored value or MISSING; a hit is logged when debug is on."""
@@ -62,6 +82,7 @@ class CachedFunction:
                 value,
                 function=self.function,
                 arg_string=lambda: self.stor.serialiser.encode(*args, **kwargs)[0],
+                expire=self.stor._default_expire if self.expire is None else self.expire,
             )
         except UnstorableResult as error:
             return self._warn("my_cache.unstorable_result", str(error))
@@ -87,15 +108,42 @@ class CachedFunction:
             **fields,
         )
 
+    def info(self) -> CacheInfo:
+        return CacheInfo(self.calls - self.misses, self.misses)
 
-def sync_wrapper(stor: CacheStor, folder: str, func: Callable[P, R]) -> Callable[P, R]:
-    cached = CachedFunction(stor, folder, func)
+    def clear(self) -> None:
+        # Writes still in flight would land after the deletion and bring entries back.
+        self.stor._writer.flush()
+        self.store().delete_function(self.function)
+        self.calls = self.misses = 0
+
+    def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        key, _ = self.key(args, kwargs)
+        self.stor._writer.flush()
+        return self.store().delete(key)
+
+    def controls(self, wrapper: Callable[P, R], func: Callable[P, R]) -> CachedFunction[P, R]:
+        """``wrapper`` with ``cache_info``, ``cache_clear`` and ``invalidate`` attached."""
+
+        def invalidate(*args: P.args, **kwargs: P.kwargs) -> bool:
+            return self.invalidate(args, kwargs)
+
+        functools.update_wrapper(wrapper, func)
+        controlled = cast(Any, wrapper)
+        controlled.cache_info = self.info
+        controlled.cache_clear = self.clear
+        controlled.invalidate = invalidate
+        return cast(CachedFunction[P, R], controlled)
+
+
+def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[P, R]:
+    stor = cached.stor
     flights: ThreadFlights[R] = ThreadFlights(cached.function)
 
-    @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key, call = cached.key(args, kwargs)
-        store = stor._folder_store(folder)
+        cached.calls += 1
+        store = cached.store()
         value = cached.lookup(store, key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
@@ -106,6 +154,7 @@ def sync_wrapper(stor: CacheStor, folder: str, func: Callable[P, R]) -> Callable
             if value is not MISSING:
                 return value  # type: ignore[no-any-return]
             started = time.perf_counter()
+            cached.misses += 1
             result = func(*args, **kwargs)
             if stor.is_debug_log:
                 cached.debug("my_cache.miss", key, started)
@@ -114,4 +163,4 @@ def sync_wrapper(stor: CacheStor, folder: str, func: Callable[P, R]) -> Callable
 
         return flights.run(key, compute)
 
-    return wrapper
+    return cached.controls(wrapper, func)

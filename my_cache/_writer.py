@@ -20,7 +20,7 @@ from my_cache._storages.base import MISSING, FolderStore
 from my_cache._threads import StartedPool
 
 if TYPE_CHECKING:
-    from my_cache._decorator import CachedFunction
+    from my_cache._decorator import FunctionCache
 
 
 _REASONS_KEPT = 5
@@ -60,7 +60,7 @@ class BackgroundWriter:
         return self._buffer.get((folder, key), MISSING)
 
     def submit(
-        self, cached: CachedFunction, store: FolderStore, key: str, call: Normalised, value: Any
+        self, cached: FunctionCache, store: FolderStore, key: str, call: Normalised, value: Any
     ) -> None:
         """Buffer ``value`` and queue its write; returns at once."""
         slot = (cached.folder, key)
@@ -72,7 +72,7 @@ class BackgroundWriter:
         future.add_done_callback(self._finished)
 
     def _write(
-        self, cached: CachedFunction, store: FolderStore, key: str, call: Normalised, value: Any
+        self, cached: FunctionCache, store: FolderStore, key: str, call: Normalised, value: Any
     ) -> None:
         try:
             failure = cached.store_result(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from my_cache._async_decorator import async_wrapper
-from my_cache._decorator import sync_wrapper
+from my_cache._decorator import FunctionCache, sync_wrapper
 from my_cache._storages import BACKENDS
 from my_cache._storages.base import Backend, FolderStore
 from my_cache._threads import StartedPool
+from my_cache._types import CachedFunction
 from my_cache._writer import BackgroundWriter
 from my_cache.serialisers import SERIALISERS, Serialise
 from my_cache.settings import TypeStorage, load_settings
@@ -58,35 +59,67 @@ class CacheStor:
             raise ValueError(
                 "CacheStor: db_file is empty, but TypeStorage.IN_DISK needs it for its catalogue"
             )
-        self._stores = _OpenStores(BACKENDS[self.type_storage](self.db_file))
-        self._async_stores: _OpenStores | None = None
+        self._default_expire = settings.expire
+        self._size_limit = settings.size_limit
+        self._stores = _OpenStores(BACKENDS[self.type_storage](self.db_file, self._size_limit))
+        self._persistent_stores: _OpenStores | None = None
         self._writer = BackgroundWriter(settings.max_workers, lambda: self.is_debug_log)
         # One thread reads large cache_async hits: on two cores, more only fight over the GIL
         # while copying (worst loop pause 11 ms with one, 35 ms with four, same total time).
         self._reader = StartedPool(1, "my_cache-reader")
         self._lock = threading.Lock()
 
-    def cache(self, folder: str | os.PathLike[str]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    def cache(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        expire: float | None = None,
+        ignore: Iterable[str] = (),
+        version: str | int | None = None,
+    ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
         """Decorate a function so its results are stored under ``folder``.
 
         A repeat call with equivalent arguments (after defaults are applied; keyword order
         never matters) returns the stored result without running the function. Concurrent
         equivalent calls from several threads run it once. Exceptions are never cached.
+
+        Args:
+            expire: seconds an entry lives (an expired entry is a miss); default: the
+                ``expire`` setting, which by default is no expiry.
+            ignore: names of parameters left out of the key (a verbosity flag, ``self``).
+            version: part of every key: change it and the function's old entries are never
+                found again.
         """
         path = _folder_path(folder)
 
-        def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
             if inspect.iscoroutinefunction(func):
                 raise TypeError(
                     f"{func.__qualname__} is a coroutine function: decorate it with cache_async"
                 )
-            return sync_wrapper(self, path, func)
+            cached = FunctionCache(
+                self,
+                path,
+                func,
+                lambda: self._stores.open(path),
+                expire=expire,
+                ignore=ignore,
+                version=version,
+            )
+            return sync_wrapper(cached, func)
 
         return decorate
 
     def cache_async(
-        self, folder: str | os.PathLike[str]
-    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        expire: float | None = None,
+        ignore: Iterable[str] = (),
+        version: str | int | None = None,
+    ) -> Callable[
+        [Callable[P, Coroutine[Any, Any, R]]], CachedFunction[P, Coroutine[Any, Any, R]]
+    ]:
         """Decorate an ``async def`` function so its results are stored on disk under ``folder``.
 
         Results always persist (in IN_DISK's stores even when ``type_storage`` is IN_MEMORY)
@@ -94,19 +127,29 @@ class CacheStor:
         coroutine once. The caller gets a result as soon as the coroutine returns: pickling
         and writing happen on a thread pool, and until the write lands the result is served
         from memory. ``await join()`` waits for the writes; they are flushed at exit anyway.
+        ``expire``, ``ignore`` and ``version`` are as for ``cache``.
         """
         path = _folder_path(folder)
 
         def decorate(
             func: Callable[P, Coroutine[Any, Any, R]],
-        ) -> Callable[P, Coroutine[Any, Any, R]]:
+        ) -> CachedFunction[P, Coroutine[Any, Any, R]]:
             if not inspect.iscoroutinefunction(func):
                 raise TypeError(
                     f"{getattr(func, '__qualname__', func)!r} is not an async function: "
                     "cache_async decorates only `async def` functions; use cache"
                 )
-            self._open_async_stores()
-            return async_wrapper(self, path, func)
+            self._open_persistent_stores()
+            cached = FunctionCache(
+                self,
+                path,
+                func,
+                lambda: self._open_persistent_stores().open(path),
+                expire=expire,
+                ignore=ignore,
+                version=version,
+            )
+            return async_wrapper(cached, func)
 
         return decorate
 
@@ -128,10 +171,10 @@ class CacheStor:
         self._writer.close()
         self._reader.shutdown()
         with self._lock:
-            async_stores, self._async_stores = self._async_stores, None
+            persistent, self._persistent_stores = self._persistent_stores, None
         self._stores.close()
-        if async_stores is not None and async_stores is not self._stores:
-            async_stores.close()
+        if persistent is not None and persistent is not self._stores:
+            persistent.close()
 
     def __enter__(self) -> CacheStor:
         return self
@@ -148,30 +191,26 @@ class CacheStor:
         finally:
             self.close()
 
-    def _folder_store(self, folder: str) -> FolderStore:
-        return self._stores.open(folder)
-
-    def _async_folder_store(self, folder: str) -> FolderStore:
-        return self._open_async_stores().open(folder)
-
-    def _open_async_stores(self) -> _OpenStores:
-        stores = self._async_stores
+    def _open_persistent_stores(self) -> _OpenStores:
+        """The stores that outlive the process: this CacheStor's own when its backend is
+        persistent, else IN_DISK's on ``db_file`` (for cache_async and the CLI)."""
+        stores = self._persistent_stores
         if stores is None:
             with self._lock:
-                stores = self._async_stores
+                stores = self._persistent_stores
                 if stores is None:
-                    stores = self._async_stores = self._persistent_stores()
+                    stores = self._persistent_stores = self._make_persistent_stores()
         return stores
 
-    def _persistent_stores(self) -> _OpenStores:
+    def _make_persistent_stores(self) -> _OpenStores:
         if self._stores.backend.persistent:
             return self._stores
         if not self.db_file:
             raise ValueError(
-                "CacheStor: db_file is empty, but cache_async stores on disk and needs it "
-                "for its catalogue"
+                "CacheStor: db_file is empty, but cache_async and the mycache command use "
+                "IN_DISK stores, which need it for their catalogue"
             )
-        return _OpenStores(BACKENDS[TypeStorage.IN_DISK](self.db_file))
+        return _OpenStores(BACKENDS[TypeStorage.IN_DISK](self.db_file, self._size_limit))
 
     def __repr__(self) -> str:
         return (

@@ -83,6 +83,18 @@ class Settings(BaseSettings):
         description="Threads that pickle and write cache_async results in the background.",
     )
 
+    expire: float | None = Field(
+        default=None,
+        gt=0,
+        description="Default lifetime of an entry in seconds; none means entries never expire.",
+    )
+    size_limit: int | None = Field(
+        default=None,
+        gt=0,
+        description="Bytes each in_disk folder may hold before the oldest entries are evicted; "
+        "none means no limit and no eviction.",
+    )
+
     @field_validator("type_storage", "serialiser", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:

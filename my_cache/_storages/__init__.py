@@ -9,7 +9,8 @@ from my_cache._storages.disk import DiskBackend
 from my_cache._storages.memory import MemoryBackend
 from my_cache.settings import TypeStorage
 
-BACKENDS: dict[TypeStorage, Callable[[str], Backend]] = {
+# Each is created with the settings' db_file and size_limit.
+BACKENDS: dict[TypeStorage, Callable[[str, int | None], Backend]] = {
     TypeStorage.IN_MEMORY: MemoryBackend,
     TypeStorage.IN_DISK: DiskBackend,
 }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 
@@ -30,12 +31,25 @@ class UnstorableResult(Exception):
     """A function's result that this backend cannot store; the caller still gets it."""
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One catalogued entry, as ``mycache ls`` shows it."""
+
+    folder: str
+    function: str
+    key: str
+    arg_string: str
+    size: int
+    created: float
+    expires: float | None
+
+
 class FolderStore(ABC):
-    """The entries of one ``folder``; keys already name the function they belong to."""
+    """The entries of one ``folder``; a key starts with ``<function>:``, naming its function."""
 
     @abstractmethod
     def get(self, key: str) -> Any:
-        """The stored value, or MISSING. A damaged entry is dropped, warned of, and a miss."""
+        """The stored value, or MISSING. A damaged or expired entry is dropped and a miss."""
 
     def fetch(self, key: str) -> Any:
         """Like ``get``, but a value that is slow to load may come back as a Deferred."""
@@ -43,13 +57,28 @@ class FolderStore(ABC):
 
     @abstractmethod
     def set(
-        self, key: str, value: Any, *, function: str, arg_string: Callable[[], str]
+        self,
+        key: str,
+        value: Any,
+        *,
+        function: str,
+        arg_string: Callable[[], str],
+        expire: float | None,
     ) -> None:
         """Store ``value`` under ``key``; raises UnstorableResult, storing nothing, if it can't.
 
         ``arg_string()`` gives the serialiser's description of the arguments, for stores that
         catalogue their entries; it is a callable because building it costs a second encoding.
+        ``expire`` is a lifetime in seconds (None: no expiry).
         """
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove one entry; True if it existed."""
+
+    @abstractmethod
+    def delete_function(self, function: str) -> int:
+        """Remove every entry of ``function`` in this folder; how many there were."""
 
     @abstractmethod
     def close(self) -> None:
@@ -57,18 +86,35 @@ class FolderStore(ABC):
 
 
 class Backend(ABC):
-    """One kind of storage (TypeStorage), created with the CacheStor's ``db_file``."""
+    """One kind of storage (TypeStorage), created with the CacheStor's settings."""
 
     persistent: bool
-    """Whether entries outlive the process (cache_async uses only such backends)."""
+    """Whether entries outlive the process (cache_async and the CLI use only such backends)."""
 
     @abstractmethod
     def open_folder(self, folder: str) -> FolderStore:
         """The store of ``folder`` (an absolute path), created if it does not exist."""
 
     @abstractmethod
+    def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
+        """The live entries, optionally of one folder and of one function.
+
+        ``function`` matches a full ``module.qualname`` or its last part(s) after a dot.
+        Catalogue rows whose data is gone (expired, evicted, deleted) are dropped.
+        """
+
+    @abstractmethod
+    def delete_entries(self, entries: Iterable[Entry]) -> int:
+        """Delete these entries, data and catalogue rows; how many were deleted."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release what the backend itself holds open (its catalogue)."""
+
+
+def key_prefix(function: str) -> str:
+    """Every key of ``function`` starts with this."""
+    return function + ":"
 
 
 def dump_result(value: Any) -> bytes:

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from my_cache._storages.base import MISSING, Backend, FolderStore, UnstorableResult
+from my_cache._storages.base import (
+    MISSING,
+    Backend,
+    Entry,
+    FolderStore,
+    UnstorableResult,
+    key_prefix,
+)
+
+
+class _Expiring:
+    __slots__ = ("deadline", "value")
+
+    def __init__(self, value: Any, deadline: float) -> None:
+        self.value = value
+        self.deadline = deadline
 
 
 class MemoryFolder(FolderStore):
@@ -16,15 +32,39 @@ class MemoryFolder(FolderStore):
         self._values: dict[str, Any] = {}
 
     def get(self, key: str) -> Any:
-        return self._values.get(key, MISSING)
+        value = self._values.get(key, MISSING)
+        if type(value) is _Expiring:
+            if value.deadline <= time.monotonic():
+                self._values.pop(key, None)
+                return MISSING
+            return value.value
+        return value
 
     def set(
-        self, key: str, value: Any, *, function: str, arg_string: Callable[[], str]
+        self,
+        key: str,
+        value: Any,
+        *,
+        function: str,
+        arg_string: Callable[[], str],
+        expire: float | None,
     ) -> None:
         if isinstance(value, Iterator):
             # A cached iterator would be empty on every hit after the first: a wrong value.
             raise UnstorableResult(f"{type(value).__qualname__} is an iterator, usable only once")
-        self._values[key] = value
+        self._values[key] = (
+            value if expire is None else _Expiring(value, time.monotonic() + expire)
+        )
+
+    def delete(self, key: str) -> bool:
+        return self._values.pop(key, MISSING) is not MISSING
+
+    def delete_function(self, function: str) -> int:
+        prefix = key_prefix(function)
+        doomed = [key for key in self._values if key.startswith(prefix)]
+        for key in doomed:
+            del self._values[key]
+        return len(doomed)
 
     def close(self) -> None:
         """Nothing to release: the values go when the store is dropped."""
@@ -33,11 +73,18 @@ class MemoryFolder(FolderStore):
 class MemoryBackend(Backend):
     persistent = False
 
-    def __init__(self, db_file: str) -> None:
-        """``db_file`` is ignored: entries die with the process, so nothing is catalogued."""
+    def __init__(self, db_file: str, size_limit: int | None) -> None:
+        """Entries die with the process, so nothing is catalogued and ``db_file`` is unused;
+        ``size_limit`` (bytes) applies to disk only: in-memory sizes are not known."""
 
     def open_folder(self, folder: str) -> FolderStore:
         return MemoryFolder()
+
+    def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
+        return []
+
+    def delete_entries(self, entries: Iterable[Entry]) -> int:
+        return 0
 
     def close(self) -> None:
         """Nothing to release."""

@@ -1,0 +1,182 @@
+"""The ``mycache`` command: list, count and clear cached entries without writing code.
+
+It reads the same settings as ``CacheStor()`` (``mycache.toml``, ``MYCACHE_*``), and works on
+the stores that outlive a process: IN_DISK's, which also hold cache_async results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import click
+
+from my_cache._storages.base import Backend, Entry
+from my_cache.cache_stor import CacheStor
+from my_cache.settings import CONFIG_ENV_VAR
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+COLUMNS = ("FOLDER", "FUNCTION", "KEY", "ARGUMENTS", "SIZE", "CREATED")
+# The columns shortened first, in this order, when a table is wider than the terminal.
+SHRINKABLE = ("KEY", "ARGUMENTS", "FOLDER", "FUNCTION")
+
+
+def settings_options(command: F) -> F:
+    """The options every command takes to find its cache."""
+    command = click.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False),
+        help=f"A TOML settings file, instead of ./mycache.toml or ${CONFIG_ENV_VAR}.",
+    )(command)
+    return click.option(
+        "--db-file", type=click.Path(dir_okay=False), help="The catalogue, instead of the setting."
+    )(command)
+
+
+def selection_options(command: F) -> F:
+    command = click.option(
+        "--function", help="Only this function: its full module.qualname, or its name."
+    )(command)
+    return click.option(
+        "--folder",
+        type=click.Path(file_okay=False),
+        help="Only entries stored under this folder.",
+    )(command)
+
+
+def open_backend(db_file: str | None, config: str | None) -> Backend:
+    """The persistent backend, with settings resolved exactly as ``CacheStor()`` does."""
+    if config is not None:
+        os.environ[CONFIG_ENV_VAR] = config
+    try:
+        return CacheStor(db_file=db_file)._open_persistent_stores().backend
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def select(
+    db_file: str | None, config: str | None, folder: str | None, function: str | None
+) -> tuple[Backend, list[Entry]]:
+    """The backend, and its live entries of ``folder`` and ``function`` (None: all)."""
+    backend = open_backend(db_file, config)
+    return backend, backend.entries(None if folder is None else os.path.abspath(folder), function)
+
+
+@click.group()
+def main() -> None:
+    """List, count and clear what my_cache has stored."""
+
+
+@main.command("ls")
+@selection_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, an object per entry.")
+@settings_options
+def list_entries(
+    folder: str | None, function: str | None, as_json: bool, db_file: str | None, config: str | None
+) -> None:
+    """One row per entry: folder, function, key, arguments, size, creation time."""
+    _, entries = select(db_file, config, folder, function)
+    if as_json:
+        click.echo(json.dumps([asdict(entry) for entry in entries], ensure_ascii=False, indent=2))
+        return
+    if not entries:
+        click.echo("no entries", err=True)
+        return
+    rows = [
+        (
+            entry.folder,
+            entry.function,
+            entry.key[len(entry.function) + 1 :],
+            entry.arg_string,
+            str(entry.size),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)),
+        )
+        for entry in entries
+    ]
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    click.echo(table(COLUMNS, rows, width, numeric={"SIZE"}))
+
+
+@main.command()
+@settings_options
+def stats(db_file: str | None, config: str | None) -> None:
+    """Entries and bytes per folder, and in total."""
+    _, entries = select(db_file, config, None, None)
+    per_folder: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for entry in entries:
+        per_folder[entry.folder][0] += 1
+        per_folder[entry.folder][1] += entry.size
+    rows = [(folder, str(n), str(size)) for folder, (n, size) in sorted(per_folder.items())]
+    rows.append(("total", str(len(entries)), str(sum(entry.size for entry in entries))))
+    click.echo(table(("FOLDER", "ENTRIES", "BYTES"), rows, None, numeric={"ENTRIES", "BYTES"}))
+
+
+@main.command()
+@selection_options
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@settings_options
+def clear(
+    folder: str | None, function: str | None, yes: bool, db_file: str | None, config: str | None
+) -> None:
+    """Delete entries (their data and catalogue rows): all, or those of a folder or function."""
+    backend, entries = select(db_file, config, folder, function)
+    if not entries:
+        click.echo("nothing to delete")
+        return
+    size = sum(entry.size for entry in entries)
+    question = f"Delete {len(entries)} entries ({size} bytes)?"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"{question} Refusing without confirmation: stdin is not a terminal. "
+                "Pass --yes to delete."
+            )
+        click.confirm(question, abort=True)
+    click.echo(f"deleted {backend.delete_entries(entries)} entries ({size} bytes)")
+
+
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None, numeric: set[str]
+) -> str:
+    """Aligned columns; when ``width`` is given, long cells are cut with "…" to fit it."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    if width is not None:
+        widths = fit(header, widths, width)
+    lines = []
+    for row in (header, *rows):
+        cells = [
+            fitted(cell, w, right=name in numeric)
+            for name, cell, w in zip(header, row, widths, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def fitted(cell: str, width: int, *, right: bool) -> str:
+    if len(cell) > width:
+        return cell[: width - 1] + "…"
+    return cell.rjust(width) if right else cell.ljust(width)
+
+
+def fit(header: Sequence[str], widths: list[int], width: int) -> list[int]:
+    """Column widths shrunk, SHRINKABLE columns first, so a line fits ``width``."""
+    widths = list(widths)
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for name in SHRINKABLE:
+        if excess <= 0 or name not in header:
+            continue
+        index = header.index(name)
+        floor = max(len(name), 12)
+        cut = min(excess, widths[index] - floor)
+        if cut > 0:
+            widths[index] -= cut
+            excess -= cut
+    return widths

@@ -9,19 +9,26 @@ from typing import Any, ParamSpec, TypeVar
 
 from my_cache._decorator import FunctionCache
 from my_cache._flight import AsyncFlights
-from my_cache._storages.base import MISSING, Deferred, FolderStore
+from my_cache._storages.base import MISSING, Deferred
 from my_cache._types import CachedFunction
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-async def load(cached: FunctionCache, store: FolderStore, key: str) -> Any:
-    """The stored value or MISSING; a large value is read and unpickled off the event loop."""
+async def load(cached: FunctionCache, key: str) -> Any:
+    """The stored value or MISSING; a large value is read and unpickled off the event loop.
+
+    As for sync lookups, a store that fails is warned of and makes a miss.
+    """
     started = time.perf_counter()
-    value = store.fetch(key)
-    if isinstance(value, Deferred):
-        value = await asyncio.wrap_future(cached.stor._reader.submit(value.load))
+    try:
+        value = cached.store().fetch(key)
+        if isinstance(value, Deferred):
+            value = await asyncio.wrap_future(cached.stor._reader.submit(value.load))
+    except Exception as error:
+        cached.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
+        return MISSING
     if value is not MISSING and cached.stor.is_debug_log:
         cached.debug("my_cache.hit", key, started, source="store")
     return value
@@ -42,16 +49,15 @@ def async_wrapper(
             if stor.is_debug_log:
                 cached.debug("my_cache.hit", key, time.perf_counter(), source="buffer")
             return value  # type: ignore[no-any-return]
-        store = cached.store()
 
         async def load_or_compute() -> R:
-            value = await load(cached, store, key)
+            value = await load(cached, key)
             if value is not MISSING:
                 return value  # type: ignore[no-any-return]
             started = time.perf_counter()
             cached.misses += 1
             result = await func(*args, **kwargs)
-            writer.submit(cached, store, key, call, result)
+            writer.submit(cached, key, call, result)
             if stor.is_debug_log:
                 cached.debug("my_cache.miss", key, started, queue_depth=writer.queue_depth)
             return result

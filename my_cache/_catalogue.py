@@ -6,12 +6,16 @@ first write or listing, never at start-up, and never loaded into memory whole.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from my_cache import _log
+from my_cache._private import private_file
 from my_cache._storages.base import Entry
 
 SCHEMA = """
@@ -29,6 +33,10 @@ CREATE TABLE IF NOT EXISTS entries (
 
 # SQLite's own wait for a lock held by another process, in seconds.
 _BUSY_TIMEOUT = 60.0
+
+# Longer descriptions are cut: the catalogue is for reading, and a 100 MB argument must not
+# become a 100 MB row.
+ARG_STRING_LIMIT = 10_000
 
 # A function given by name matches its full module.qualname, or a tail of it after a dot.
 _FUNCTION_MATCHES = (
@@ -60,11 +68,41 @@ class Catalogue:
         """Add or replace the row of ``(folder, key)``, stamped with the current time."""
         now = time.time()
         expires = None if expire is None else now + expire
+        if len(arg_string) > ARG_STRING_LIMIT:
+            arg_string = f"{arg_string[:ARG_STRING_LIMIT]}… ({len(arg_string)} characters)"
+        row = (folder, function, key, arg_string, size, now, expires)
         with self._lock:
-            self._connect().execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (folder, function, key, arg_string, size, now, expires),
-            )
+            if self._connection is not None and not self.path.exists():
+                self._warn("my_cache.missing_catalogue", "it was removed; recreated")
+                self._close()
+            try:
+                self._connect().execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row
+                )
+            except sqlite3.DatabaseError as error:
+                if not is_damage(error):
+                    raise
+                self._discard(error)
+                self._connect().execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row
+                )
+
+    def has_folder(self, folder: str) -> bool:
+        """Whether any row belongs to ``folder``."""
+        if not self.path.exists():
+            return False
+        with self._lock:
+            row = self._connect().execute(
+                "SELECT 1 FROM entries WHERE folder = ? LIMIT 1", (folder,)
+            ).fetchone()
+            return row is not None
+
+    def forget_folder(self, folder: str) -> None:
+        """Delete every row of ``folder``."""
+        if not self.path.exists():
+            return
+        with self._lock:
+            self._connect().execute("DELETE FROM entries WHERE folder = ?", (folder,))
 
     def entries(self, folder: str | None, function: str | None) -> list[Entry]:
         """The rows, oldest first, optionally of one folder and one function (see Backend)."""
@@ -111,20 +149,55 @@ class Catalogue:
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._close()
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _connect(self) -> sqlite3.Connection:
+        """The open connection (the caller holds the lock); a damaged file is rebuilt empty."""
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
+            try:
+                self._connection = self._new_connection()
+            except sqlite3.DatabaseError as error:
+                if not is_damage(error):
+                    raise
+                self._discard(error)
+                self._connection = self._new_connection()
+        return self._connection
+
+    def _new_connection(self) -> sqlite3.Connection:
+        # Created 0600 first: the WAL and shared-memory files SQLite adds take its mode.
+        private_file(self.path)
+        connection = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        try:
             connection.execute("PRAGMA journal_mode=WAL")
             # diskcache's own durability: safe when a process dies; a power loss may drop the
             # latest rows but never corrupts the file. FULL would cost an fsync per entry.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(SCHEMA)
-            self._connection = connection
-        return self._connection
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _discard(self, error: Exception) -> None:
+        """Replace a damaged catalogue by an empty one (the entries themselves are intact)."""
+        self._warn("my_cache.damaged_catalogue", f"{type(error).__name__}: {error}; rebuilt empty")
+        self._close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{self.path}{suffix}")
+
+    def _warn(self, event: str, reason: str) -> None:
+        _log.warning(event, catalogue=str(self.path), reason=reason)
+
+
+def is_damage(error: sqlite3.Error) -> bool:
+    """Whether SQLite says a file is damaged (not busy, not full: those pass)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)

@@ -57,19 +57,22 @@ class FunctionCache:
             raise TypeError(f"cannot cache {self.function}(): {error}") from error
         return self._prefix + digest, call
 
-    def lookup(self, store: FolderStore, key: str) -> Any:
-        """The stored value or MISSING; a hit is logged when debug is on."""
-        if not self.stor.is_debug_log:
-            return store.get(key)
-        started = time.perf_counter()
-        value = store.get(key)
-        if value is not MISSING:
+    def lookup(self, key: str) -> Any:
+        """The stored value or MISSING; a hit is logged when debug is on.
+
+        A store that cannot be opened or read is warned of and makes a miss, never an error.
+        """
+        started = time.perf_counter() if self.stor.is_debug_log else 0.0
+        try:
+            value = self.store().get(key)
+        except Exception as error:
+            self.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
+            return MISSING
+        if value is not MISSING and self.stor.is_debug_log:
             self.debug("my_cache.hit", key, started)
         return value
 
-    def store_result(
-        self, store: FolderStore, key: str, call: Normalised, value: Any, **fields: Any
-    ) -> str | None:
+    def store_result(self, key: str, call: Normalised, value: Any, **fields: Any) -> str | None:
         """Write a computed value; None when written, else why not (already warned of).
 
         A value that cannot be stored is not cached; ``fields`` go into the write event.
@@ -77,7 +80,7 @@ class FunctionCache:
         started = time.perf_counter()
         args, kwargs = call
         try:
-            store.set(
+            self.store().set(
                 key,
                 value,
                 function=self.function,
@@ -85,15 +88,16 @@ class FunctionCache:
                 expire=self.stor._default_expire if self.expire is None else self.expire,
             )
         except UnstorableResult as error:
-            return self._warn("my_cache.unstorable_result", str(error))
+            return self.warn("my_cache.unstorable_result", str(error))
         except Exception as error:
             # The value is computed: a store that fails to write must not take it from the caller.
-            return self._warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
+            return self.warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
         if self.stor.is_debug_log:
             self.debug("my_cache.write", key, started, **fields)
         return None
 
-    def _warn(self, event: str, reason: str) -> str:
+    def warn(self, event: str, reason: str) -> str:
+        """A warning about this function; returns the reason, naming the function."""
         _log.warning(event, folder=self.folder, function=self.function, reason=reason)
         return f"{self.function}: {reason}"
 
@@ -143,14 +147,13 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key, call = cached.key(args, kwargs)
         cached.calls += 1
-        store = cached.store()
-        value = cached.lookup(store, key)
+        value = cached.lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
 
         def compute() -> R:
             # Another thread may have stored it between our lookup and this flight.
-            value = cached.lookup(store, key)
+            value = cached.lookup(key)
             if value is not MISSING:
                 return value  # type: ignore[no-any-return]
             started = time.perf_counter()
@@ -158,7 +161,7 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
             result = func(*args, **kwargs)
             if stor.is_debug_log:
                 cached.debug("my_cache.miss", key, started)
-            cached.store_result(store, key, call, result)
+            cached.store_result(key, call, result)
             return result
 
         return flights.run(key, compute)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from my_cache import _log
 from my_cache._keys import Normalised
-from my_cache._storages.base import MISSING, FolderStore
+from my_cache._storages.base import MISSING
 from my_cache._threads import StartedPool
 
 if TYPE_CHECKING:
@@ -59,25 +59,19 @@ class BackgroundWriter:
         """A result whose write has not landed yet, or MISSING."""
         return self._buffer.get((folder, key), MISSING)
 
-    def submit(
-        self, cached: FunctionCache, store: FolderStore, key: str, call: Normalised, value: Any
-    ) -> None:
+    def submit(self, cached: FunctionCache, key: str, call: Normalised, value: Any) -> None:
         """Buffer ``value`` and queue its write; returns at once."""
         slot = (cached.folder, key)
         with self._lock:
             self._buffer[slot] = value
             self._queued += 1
-            future = self._pool.submit(self._write, cached, store, key, call, value)
+            future = self._pool.submit(self._write, cached, key, call, value)
             self._pending.add(future)
         future.add_done_callback(self._finished)
 
-    def _write(
-        self, cached: FunctionCache, store: FolderStore, key: str, call: Normalised, value: Any
-    ) -> None:
+    def _write(self, cached: FunctionCache, key: str, call: Normalised, value: Any) -> None:
         try:
-            failure = cached.store_result(
-                store, key, call, value, queue_depth=self.queue_depth - 1
-            )
+            failure = cached.store_result(key, call, value, queue_depth=self.queue_depth - 1)
         finally:
             with self._lock:
                 if self._buffer.get((cached.folder, key)) is value:

@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import diskcache
+
 from my_cache import CacheStor, SerialiseJson, TypeStorage
 
 
@@ -42,7 +44,10 @@ def test_every_stored_entry_has_a_row(tmp_path: Path) -> None:
         "args": [],
         "kwargs": {"param1": "param2", "param2": False, "param3": True},
     }
-    assert first["size"] == len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+    with diskcache.Cache(first["folder"]) as raw:
+        stored = raw.get(first["key"])
+    assert first["size"] == len(stored)
+    assert pickle.dumps(result, pickle.HIGHEST_PROTOCOL) in stored
     assert before <= first["created"] <= after
     assert json.loads(rows[1]["arg_string"])["kwargs"]["param1"] == "other"
 

@@ -46,8 +46,8 @@ def test_config_driven_takes_everything_from_mycache_toml(tmp_path: Path) -> Non
         "computing square(2)",
         "computing square(3)",
         "[4, 9, 4, 9]",
-        'catalogued: __main__.square {"args":[],"kwargs":{"n":2}} (5 bytes)',
-        'catalogued: __main__.square {"args":[],"kwargs":{"n":3}} (5 bytes)',
+        'catalogued: __main__.square {"args":[],"kwargs":{"n":2}} (12 bytes)',
+        'catalogued: __main__.square {"args":[],"kwargs":{"n":3}} (12 bytes)',
     ]
     events = [word for word in result.stderr.split() if word.startswith("my_cache.")]
     assert events == ["my_cache.miss", "my_cache.write"] * 2 + ["my_cache.hit"] * 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -117,9 +119,37 @@ def key_prefix(function: str) -> str:
     return function + ":"
 
 
+class DamagedEntry(Exception):
+    """Stored bytes that are not an intact result: never returned, always recomputed."""
+
+
+# A stored result is this header, then its pickle. The CRC-32 catches accidental damage (a
+# torn or garbled file) that could otherwise unpickle into a wrong value; tampering is kept
+# out by file permissions, not by the checksum.
+_HEADER = struct.Struct(">3sI")
+_FORMAT = b"MC\x01"
+
+
 def dump_result(value: Any) -> bytes:
-    """A result as pickle bytes, or UnstorableResult saying why it cannot be pickled."""
+    """A result as stored bytes, or UnstorableResult saying why it cannot be pickled."""
     try:
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as error:
         raise UnstorableResult(f"{type(value).__qualname__} cannot be pickled: {error}") from error
+    return _HEADER.pack(_FORMAT, zlib.crc32(pickled)) + pickled
+
+
+def load_result(data: bytes) -> Any:
+    """The result in bytes written by ``dump_result``; DamagedEntry if they are not intact."""
+    if len(data) < _HEADER.size:
+        raise DamagedEntry(f"{len(data)} bytes are too few for an entry")
+    fmt, checksum = _HEADER.unpack_from(data)
+    if fmt != _FORMAT:
+        raise DamagedEntry("not an entry written by my_cache")
+    pickled = memoryview(data)[_HEADER.size :]
+    if zlib.crc32(pickled) != checksum:
+        raise DamagedEntry("checksum mismatch: the stored bytes were altered")
+    try:
+        return pickle.loads(pickled)
+    except Exception as error:
+        raise DamagedEntry(f"cannot unpickle: {type(error).__name__}: {error}") from error

@@ -2,77 +2,171 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import pickle
+import shutil
+import sqlite3
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import diskcache
+from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._catalogue import Catalogue
+from my_cache._catalogue import Catalogue, is_damage
+from my_cache._private import FILE_MODE, private_directory, private_file
 from my_cache._storages.base import (
     MISSING,
     Backend,
+    DamagedEntry,
     Deferred,
     Entry,
     FolderStore,
     dump_result,
     key_prefix,
+    load_result,
 )
 
 
+class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's file handling, keeping value files 0600 in 0700 sub-folders."""
+
+    def __init__(self, directory: str, **settings: Any) -> None:
+        super().__init__(directory, **settings)
+        self._root = directory
+
+    def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
+        filename, full_path = super().filename(key, value)
+        private_directory(Path(full_path).parent)
+        return filename, full_path
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+        size, mode, filename, db_value = super().store(value, read, key=key)
+        if filename is not None:
+            os.chmod(os.path.join(self._root, filename), FILE_MODE)
+        return size, mode, filename, db_value
+
+
 class DiskFolder(FolderStore):
-    """One diskcache directory holding pickled results under string keys.
+    """One diskcache directory holding checksummed pickles under string keys.
 
     diskcache makes each write atomic and the store safe for threads and processes. Nothing
     is evicted unless a ``size_limit`` (bytes) is set: then the least recently stored go first.
+    A damaged entry is deleted and a miss; a damaged or vanished store is rebuilt empty; each
+    is warned of.
     """
 
     def __init__(self, folder: str, catalogue: Catalogue, size_limit: int | None) -> None:
         self._folder = folder
         self._catalogue = catalogue
-        if size_limit is None:
-            self._cache = diskcache.Cache(folder, eviction_policy="none")
-        else:
-            self._cache = diskcache.Cache(
-                folder, eviction_policy="least-recently-stored", size_limit=size_limit
-            )
+        self._size_limit = size_limit
+        self._database = Path(folder) / diskcache.core.DBNAME
+        self._lock = threading.Lock()
+        if not os.path.isdir(folder) and self._catalogued(folder):
+            self._warn("my_cache.missing_store", "the folder is gone; it starts empty")
+            catalogue.forget_folder(folder)
+        self._cache = self._open()
+
+    def _catalogued(self, folder: str) -> bool:
+        # Only to tell "deleted" from "new": a catalogue that cannot be read (warned of when
+        # it is written) must not keep the store itself from opening.
+        try:
+            return self._catalogue.has_folder(folder)
+        except sqlite3.Error:
+            return False
+
+    def _open(self) -> diskcache.Cache:
+        private_file(self._database)
+        try:
+            return self._new_cache()
+        except sqlite3.DatabaseError as error:
+            if not is_damage(error):
+                raise
+            self._discard(error)
+            private_file(self._database)
+            return self._new_cache()
+
+    def _new_cache(self) -> diskcache.Cache:
+        if self._size_limit is None:
+            return diskcache.Cache(self._folder, disk=PrivateDisk, eviction_policy="none")
+        return diskcache.Cache(
+            self._folder,
+            disk=PrivateDisk,
+            eviction_policy="least-recently-stored",
+            size_limit=self._size_limit,
+        )
+
+    def _discard(self, error: Exception) -> None:
+        """Remove a damaged store (and its catalogue rows)."""
+        self._warn("my_cache.damaged_store", f"{type(error).__name__}: {error}; rebuilt empty")
+        # Renamed first, so that another process never opens a half-deleted store.
+        aside = f"{self._folder}.damaged-{os.getpid()}-{time.monotonic_ns()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        self._catalogue.forget_folder(self._folder)
+
+    def _rebuild(self, broken: diskcache.Cache, error: Exception | None) -> diskcache.Cache:
+        """Replace the store ``broken`` was (once per breakage, whatever the threads)."""
+        with self._lock:
+            if self._cache is broken:
+                with contextlib.suppress(Exception):
+                    broken.close()
+                if error is None:
+                    self._warn("my_cache.missing_store", "the folder was removed; recreated")
+                else:
+                    self._discard(error)
+                self._cache = self._open()
+            return self._cache
+
+    def _warn(self, event: str, reason: str) -> None:
+        _log.warning(event, folder=self._folder, reason=reason)
 
     def get(self, key: str) -> Any:
-        data = self._cache.get(key)
-        return MISSING if data is None else self._unpickle(key, data)
+        return self._read(key, read=False)
 
     def fetch(self, key: str) -> Any:
         # diskcache keeps values under its min_file_size (32 KiB) in SQLite and hands them
-        # back as bytes, cheap to unpickle here; larger ones live in files and come back as
-        # an open file, read and unpickled later, off the event loop.
-        data = self._cache.get(key, read=True)
-        if data is None:
+        # back as bytes, cheap to check and unpickle here; larger ones live in files and come
+        # back as an open file, read and unpickled later, off the event loop.
+        return self._read(key, read=True)
+
+    def _read(self, key: str, *, read: bool) -> Any:
+        cache = self._cache
+        try:
+            data = cache.get(key, read=read)
+            if data is None:
+                if key in cache:  # a row whose value file is gone
+                    return self._drop(key, "its value file is missing")
+                return MISSING
+        except sqlite3.DatabaseError as error:
+            if not is_damage(error):
+                raise
+            self._rebuild(cache, error)
             return MISSING
         if isinstance(data, bytes):
-            return self._unpickle(key, data)
-        return Deferred(lambda: self._unpickle_file(key, data))
+            return self._load(key, data)
+        return Deferred(lambda: self._load_file(key, data))
 
-    def _unpickle_file(self, key: str, file: BinaryIO) -> Any:
+    def _load_file(self, key: str, file: BinaryIO) -> Any:
         with file:
-            return self._unpickle(key, file.read())
+            return self._load(key, file.read())
 
-    def _unpickle(self, key: str, data: bytes) -> Any:
+    def _load(self, key: str, data: bytes) -> Any:
         try:
-            return pickle.loads(data)
-        except Exception as error:
-            _log.warning(
-                "my_cache.damaged_entry",
-                folder=self._folder,
-                key=key,
-                reason=f"{type(error).__name__}: {error}",
-            )
-            self._cache.delete(key)
-            return MISSING
+            return load_result(data)
+        except DamagedEntry as error:
+            return self._drop(key, str(error))
+
+    def _drop(self, key: str, reason: str) -> Any:
+        _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=reason)
+        self._cache.delete(key)
+        return MISSING
 
     def set(
         self,
@@ -84,14 +178,26 @@ class DiskFolder(FolderStore):
         expire: float | None,
     ) -> None:
         data = dump_result(value)
-        if len(data) < self._cache.disk.min_file_size:
-            self._cache.set(key, data, expire=expire)
+        cache = self._cache
+        if not self._database.exists():
+            cache = self._rebuild(cache, None)
+        try:
+            self._write(cache, key, data, expire)
+        except sqlite3.DatabaseError as error:
+            if not is_damage(error):
+                raise
+            self._write(self._rebuild(cache, error), key, data, expire)
+        self._catalogue.record(self._folder, function, key, arg_string(), len(data), expire)
+
+    @staticmethod
+    def _write(cache: diskcache.Cache, key: str, data: bytes, expire: float | None) -> None:
+        if len(data) < cache.disk.min_file_size:
+            cache.set(key, data, expire=expire)
         else:
             # Given bytes, diskcache writes the file one *line* at a time: millions of Python
             # iterations (holding the GIL) for text-like pickles. A file object is copied in
             # 4 MiB chunks instead.
-            self._cache.set(key, io.BytesIO(data), read=True, expire=expire)
-        self._catalogue.record(self._folder, function, key, arg_string(), len(data), expire)
+            cache.set(key, io.BytesIO(data), read=True, expire=expire)
 
     def delete(self, key: str) -> bool:
         existed: bool = self._cache.delete(key)

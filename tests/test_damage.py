@@ -1,0 +1,200 @@
+"""Damaged storage, provoked for real: the call recomputes the right value, a warning is
+logged with debug off, and the store is repaired so that later calls hit again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import pytest
+from structlog.testing import capture_logs
+
+from my_cache import CacheStor, TypeStorage
+
+SMALL = b"A" * 100  # kept inside SQLite
+LARGE = bytes(range(256)) * 1024  # 256 KiB: kept in a value file
+
+
+class Counted:
+    """A cached function over one folder, counting its runs, reopened as a new program would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs = 0
+        self.folder = root / "cache" / "values"
+        self.db_file = root / "cache" / "catalogue.db"
+        self.open()
+
+    def open(self) -> None:
+        self.stor = CacheStor(db_file=self.db_file, type_storage=TypeStorage.IN_DISK)
+        self.value = self.stor.cache(folder=self.folder)(self._value)
+
+    def reopen(self) -> None:
+        self.stor.close()
+        self.open()
+
+    def _value(self, name: str) -> bytes:
+        self.runs += 1
+        return SMALL if name == "small" else LARGE
+
+
+@pytest.fixture
+def counted(tmp_path: Path) -> Counted:
+    cache = Counted(tmp_path)
+    assert cache.value("small") == SMALL
+    assert cache.value("large") == LARGE
+    assert cache.runs == 2
+    return cache
+
+
+def warnings_of(events: list[dict[str, Any]]) -> list[str]:
+    assert all(e["log_level"] == "warning" for e in events), events
+    return [e["event"] for e in events]
+
+
+def check_recovers(
+    counted: Counted, name: str, expected_warning: str, reopen: bool = True
+) -> None:
+    """The call returns the right value, recomputed with a warning; then it hits again."""
+    if reopen:
+        counted.reopen()
+    runs = counted.runs
+    with capture_logs() as events:
+        assert counted.value(name) == (SMALL if name == "small" else LARGE)
+    assert counted.runs == runs + 1
+    assert expected_warning in warnings_of(events)
+    with capture_logs() as events:
+        assert counted.value(name) == (SMALL if name == "small" else LARGE)
+    assert counted.runs == runs + 1
+    assert events == []
+
+
+def value_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.val"))
+
+
+def test_a_garbled_byte_inside_a_stored_value_is_never_returned(counted: Counted) -> None:
+    counted.stor.close()
+    with diskcache.Cache(str(counted.folder)) as raw:
+        (key,) = [k for k in raw.iterkeys() if raw.get(k) is not None and len(raw.get(k)) < 1000]
+        stored = bytearray(raw.get(key))
+        stored[-20] ^= 0x01  # inside the pickled bytes: it would unpickle, to a wrong value
+        raw.set(key, bytes(stored))
+    check_recovers(counted, "small", "my_cache.damaged_entry")
+
+
+def test_a_garbled_value_file(counted: Counted) -> None:
+    (file,) = value_files(counted.folder)
+    with file.open("r+b") as handle:
+        handle.seek(len(LARGE) // 2)
+        handle.write(b"garbage")
+    check_recovers(counted, "large", "my_cache.damaged_entry")
+
+
+def test_a_truncated_value_file(counted: Counted) -> None:
+    (file,) = value_files(counted.folder)
+    os.truncate(file, file.stat().st_size // 2)
+    check_recovers(counted, "large", "my_cache.damaged_entry")
+
+
+def test_a_missing_value_file(counted: Counted) -> None:
+    (file,) = value_files(counted.folder)
+    file.unlink()
+    check_recovers(counted, "large", "my_cache.damaged_entry")
+
+
+def test_a_garbled_store_database(counted: Counted) -> None:
+    counted.stor.close()
+    database = counted.folder / "cache.db"
+    database.write_bytes(b"this is not an SQLite database" * 1000)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    check_recovers(counted, "small", "my_cache.damaged_store")
+    assert counted.value("large") == LARGE  # rebuilt empty: recomputed once, then kept
+
+
+def test_a_data_folder_deleted_between_runs(counted: Counted) -> None:
+    counted.stor.close()
+    shutil.rmtree(counted.folder)
+    check_recovers(counted, "small", "my_cache.missing_store")
+
+
+def test_a_data_folder_deleted_while_the_cache_is_open(counted: Counted, run_python: Any) -> None:
+    shutil.rmtree(counted.folder)
+    # The open store still answers from the deleted file; the next write notices and rebuilds.
+    with capture_logs() as events:
+        assert counted.value("small") == SMALL
+        assert counted.value("other") == LARGE
+    assert "my_cache.missing_store" in warnings_of(events)
+    assert (counted.folder / "cache.db").exists()
+    # Another program finds what was written after the rebuild, on disk.
+    program = f"""
+        from my_cache import CacheStor
+        stor = CacheStor(db_file={str(counted.db_file)!r}, type_storage="in_disk")
+        def _value(name):
+            print("ran")
+        _value.__module__, _value.__qualname__ = {__name__!r}, "Counted._value"
+        value = stor.cache(folder={str(counted.folder)!r})(_value)
+        print(len(value("other")))
+    """
+    assert run_python(program).stdout == f"{len(LARGE)}\n"
+
+
+def test_a_garbled_catalogue_is_rebuilt_and_hits_still_work(counted: Counted) -> None:
+    counted.stor.close()
+    counted.db_file.write_bytes(b"garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{counted.db_file}{suffix}").unlink(missing_ok=True)
+    counted.open()
+    with capture_logs() as events:
+        assert counted.value("small") == SMALL  # a hit: the catalogue is not read
+        assert counted.value("new") == LARGE  # a miss: its row is written to a new catalogue
+    assert warnings_of(events) == ["my_cache.damaged_catalogue"]
+    assert counted.runs == 3
+    with sqlite3.connect(counted.db_file) as catalogue:
+        assert catalogue.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+
+
+def test_a_catalogue_deleted_while_open_is_recreated(counted: Counted) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{counted.db_file}{suffix}").unlink(missing_ok=True)
+    with capture_logs() as events:
+        assert counted.value("new") == LARGE
+    assert warnings_of(events) == ["my_cache.missing_catalogue"]
+    with sqlite3.connect(counted.db_file) as catalogue:
+        assert catalogue.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+
+
+async def test_cache_async_recovers_from_a_garbled_value_file(tmp_path: Path) -> None:
+    def make() -> tuple[CacheStor, Callable[[str], Any], list[str]]:
+        stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+        runs: list[str] = []
+
+        async def produce(name: str) -> bytes:
+            runs.append(name)
+            return LARGE
+
+        return stor, stor.cache_async(folder=tmp_path / "cache" / "a")(produce), runs
+
+    stor, produce, runs = make()
+    await produce("x")
+    await stor.join()
+    stor.close()
+    (file,) = value_files(tmp_path / "cache" / "a")
+    with file.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff" * 16)
+    stor, produce, runs = make()
+    with capture_logs() as events:
+        assert await produce("x") == LARGE
+    assert runs == ["x"]
+    assert warnings_of(events) == ["my_cache.damaged_entry"]
+    await stor.join()
+    assert await produce("x") == LARGE
+    assert runs == ["x"]
+    stor.close()

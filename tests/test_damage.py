@@ -138,6 +138,7 @@ def test_a_data_folder_deleted_while_the_cache_is_open(counted: Counted, run_pyt
         stor = CacheStor(db_file={str(counted.db_file)!r}, type_storage="in_disk")
         def _value(name):
             print("ran")
+            return b""
         _value.__module__, _value.__qualname__ = {__name__!r}, "Counted._value"
         value = stor.cache(folder={str(counted.folder)!r})(_value)
         print(len(value("other")))

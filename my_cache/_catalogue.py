@@ -13,9 +13,11 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from my_cache import _log
 from my_cache._private import private_file
+from my_cache._sqlite import is_damage, patiently
 from my_cache._storages.base import Entry
 
 SCHEMA = """
@@ -76,33 +78,27 @@ class Catalogue:
                 self._warn("my_cache.missing_catalogue", "it was removed; recreated")
                 self._close()
             try:
-                self._connect().execute(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row
-                )
+                self._execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             except sqlite3.DatabaseError as error:
                 if not is_damage(error):
                     raise
                 self._discard(error)
-                self._connect().execute(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row
-                )
+                self._execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
     def has_folder(self, folder: str) -> bool:
         """Whether any row belongs to ``folder``."""
         if not self.path.exists():
             return False
         with self._lock:
-            row = self._connect().execute(
-                "SELECT 1 FROM entries WHERE folder = ? LIMIT 1", (folder,)
-            ).fetchone()
-            return row is not None
+            rows = self._execute("SELECT 1 FROM entries WHERE folder = ? LIMIT 1", (folder,))
+            return bool(rows)
 
     def forget_folder(self, folder: str) -> None:
         """Delete every row of ``folder``."""
         if not self.path.exists():
             return
         with self._lock:
-            self._connect().execute("DELETE FROM entries WHERE folder = ?", (folder,))
+            self._execute("DELETE FROM entries WHERE folder = ?", (folder,))
 
     def entries(self, folder: str | None, function: str | None) -> list[Entry]:
         """The rows, oldest first, optionally of one folder and one function (see Backend)."""
@@ -114,36 +110,38 @@ class Catalogue:
         if function is not None:
             conditions.append(_FUNCTION_MATCHES)
         with self._lock:
-            rows = self._connect().execute(
+            rows = self._execute(
                 "SELECT folder, function, key, arg_string, size, created, expires FROM entries"
                 f" WHERE {' AND '.join(conditions)} ORDER BY created, folder, key",
                 parameters,
             )
-            return [Entry(*row) for row in rows]
+        return [Entry(*row) for row in rows]
 
     def forget(self, folder: str, keys: Iterable[str]) -> None:
         """Delete the rows of these keys in ``folder``."""
         if not self.path.exists():
             return
-        with self._lock:
+        rows = [(folder, key) for key in keys]
+
+        def delete() -> None:
             connection = self._connect()
-            connection.execute("BEGIN")
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(
-                    "DELETE FROM entries WHERE folder = ? AND key = ?",
-                    [(folder, key) for key in keys],
-                )
+                connection.executemany("DELETE FROM entries WHERE folder = ? AND key = ?", rows)
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+
+        with self._lock:
+            patiently(delete)
 
     def forget_function(self, folder: str, function: str) -> None:
         """Delete every row of ``function`` (its exact module.qualname) in ``folder``."""
         if not self.path.exists():
             return
         with self._lock:
-            self._connect().execute(
+            self._execute(
                 "DELETE FROM entries WHERE folder = ? AND function = ?", (folder, function)
             )
 
@@ -156,16 +154,20 @@ class Catalogue:
             self._connection.close()
             self._connection = None
 
+    def _execute(self, statement: str, parameters: Any = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (the caller holds the lock), waiting out other writers' locks."""
+        return patiently(lambda: self._connect().execute(statement, parameters).fetchall())
+
     def _connect(self) -> sqlite3.Connection:
         """The open connection (the caller holds the lock); a damaged file is rebuilt empty."""
         if self._connection is None:
             try:
-                self._connection = self._new_connection()
+                self._connection = patiently(self._new_connection)
             except sqlite3.DatabaseError as error:
                 if not is_damage(error):
                     raise
                 self._discard(error)
-                self._connection = self._new_connection()
+                self._connection = patiently(self._new_connection)
         return self._connection
 
     def _new_connection(self) -> sqlite3.Connection:
@@ -196,8 +198,3 @@ class Catalogue:
     def _warn(self, event: str, reason: str) -> None:
         _log.warning(event, catalogue=str(self.path), reason=reason)
 
-
-def is_damage(error: sqlite3.Error) -> bool:
-    """Whether SQLite says a file is damaged (not busy, not full: those pass)."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)

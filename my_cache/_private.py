@@ -23,7 +23,7 @@ def private_directory(path: Path) -> None:
         try:
             folder.mkdir(DIRECTORY_MODE)
         except FileExistsError:
-            continue  # another thread or process made it first; it applies its own mode
+            continue  # another thread or process made it first, and sets the same mode
         os.chmod(folder, DIRECTORY_MODE)
 
 

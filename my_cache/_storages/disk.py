@@ -18,8 +18,9 @@ import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._catalogue import Catalogue, is_damage
-from my_cache._private import FILE_MODE, private_directory, private_file
+from my_cache._catalogue import Catalogue
+from my_cache._private import DIRECTORY_MODE, FILE_MODE, private_file
+from my_cache._sqlite import is_damage, is_locked, patiently
 from my_cache._storages.base import (
     MISSING,
     Backend,
@@ -32,23 +33,30 @@ from my_cache._storages.base import (
     load_result,
 )
 
+_FILE_MISSING: Any = object()
+
 
 class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's file handling, keeping value files 0600 in 0700 sub-folders."""
+    """diskcache's file handling, making value files 0600 in 0700 sub-folders.
+
+    diskcache creates the two levels of sub-folders itself, and retries when another process
+    removes an emptied one meanwhile; the modes are set once the file is written. Until then
+    nothing is reachable by others: the store's own folder is 0700.
+    """
 
     def __init__(self, directory: str, **settings: Any) -> None:
         super().__init__(directory, **settings)
         self._root = directory
 
-    def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
-        filename, full_path = super().filename(key, value)
-        private_directory(Path(full_path).parent)
-        return filename, full_path
-
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
         size, mode, filename, db_value = super().store(value, read, key=key)
         if filename is not None:
-            os.chmod(os.path.join(self._root, filename), FILE_MODE)
+            file = Path(self._root, filename)
+            # If another process replaced this entry meanwhile, the file is gone: nothing to do.
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(file, FILE_MODE)
+                os.chmod(file.parent, DIRECTORY_MODE)
+                os.chmod(file.parent.parent, DIRECTORY_MODE)
         return size, mode, filename, db_value
 
 
@@ -139,19 +147,33 @@ class DiskFolder(FolderStore):
     def _read(self, key: str, *, read: bool) -> Any:
         cache = self._cache
         try:
-            data = cache.get(key, read=read)
-            if data is None:
-                if key in cache:  # a row whose value file is gone
-                    return self._drop(key, "its value file is missing")
-                return MISSING
+            data = self._stored(cache, key, read)
         except sqlite3.DatabaseError as error:
-            if not is_damage(error):
+            if is_damage(error):
+                self._rebuild(cache, error)
+                return MISSING
+            if not is_locked(error):
                 raise
-            self._rebuild(cache, error)
+            data = patiently(lambda: self._stored(cache, key, read))
+        if data is None:
             return MISSING
+        if data is _FILE_MISSING:
+            return self._drop(key, "its value file is missing")
         if isinstance(data, bytes):
             return self._load(key, data)
         return Deferred(lambda: self._load_file(key, data))
+
+    @staticmethod
+    def _stored(cache: diskcache.Cache, key: str, read: bool) -> Any:
+        """What diskcache holds for ``key``: bytes, an open file, None, or _FILE_MISSING."""
+        data = cache.get(key, read=read)
+        if data is None and key in cache:
+            # A row without its value file: another process may have replaced the entry
+            # (and removed the old file) between reading the row and opening the file.
+            data = cache.get(key, read=read)
+            if data is None and key in cache:
+                return _FILE_MISSING
+        return data
 
     def _load_file(self, key: str, file: BinaryIO) -> Any:
         with file:
@@ -165,7 +187,7 @@ class DiskFolder(FolderStore):
 
     def _drop(self, key: str, reason: str) -> Any:
         _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=reason)
-        self._cache.delete(key)
+        self._cache.delete(key, retry=True)
         return MISSING
 
     def set(
@@ -192,15 +214,15 @@ class DiskFolder(FolderStore):
     @staticmethod
     def _write(cache: diskcache.Cache, key: str, data: bytes, expire: float | None) -> None:
         if len(data) < cache.disk.min_file_size:
-            cache.set(key, data, expire=expire)
+            cache.set(key, data, expire=expire, retry=True)
         else:
             # Given bytes, diskcache writes the file one *line* at a time: millions of Python
             # iterations (holding the GIL) for text-like pickles. A file object is copied in
             # 4 MiB chunks instead.
-            cache.set(key, io.BytesIO(data), read=True, expire=expire)
+            cache.set(key, io.BytesIO(data), read=True, expire=expire, retry=True)
 
     def delete(self, key: str) -> bool:
-        existed: bool = self._cache.delete(key)
+        existed: bool = self._cache.delete(key, retry=True)
         self._catalogue.forget(self._folder, [key])
         return existed
 
@@ -208,7 +230,7 @@ class DiskFolder(FolderStore):
         prefix = key_prefix(function)
         doomed = [key for key in self._cache.iterkeys() if key.startswith(prefix)]
         for key in doomed:
-            self._cache.delete(key)
+            self._cache.delete(key, retry=True)
         self._catalogue.forget_function(self._folder, function)
         return len(doomed)
 
@@ -218,7 +240,7 @@ class DiskFolder(FolderStore):
 
     def delete_keys(self, keys: Iterable[str]) -> int:
         keys = list(keys)
-        deleted = sum(1 for key in keys if self._cache.delete(key))
+        deleted = sum(1 for key in keys if self._cache.delete(key, retry=True))
         self._catalogue.forget(self._folder, keys)
         return deleted
 

@@ -1,0 +1,161 @@
+"""Real processes: killed with SIGKILL while writing, and several sharing one cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from my_cache import CacheStor, TypeStorage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROGRAM = '''
+import asyncio, hashlib, random, sys
+from my_cache import CacheStor
+
+mode, first, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+stor = CacheStor(db_file="cache/catalogue.db", type_storage="in_disk")
+executions = 0
+
+
+def expected(i):
+    seed = hashlib.sha256(str(i).encode()).digest()
+    size = (100, 50_000, 300_000)[i % 3]  # inline, file-backed, larger file-backed
+    return (seed * (size // 32 + 1))[:size]
+
+
+@stor.cache(folder="cache/sync")
+def value(i):
+    global executions
+    executions += 1
+    return expected(i)
+
+
+@stor.cache_async(folder="cache/async")
+async def async_value(i):
+    global executions
+    executions += 1
+    await asyncio.sleep(0)
+    return expected(i)
+
+
+keys = list(range(first, first + count))
+random.Random(seed).shuffle(keys)
+if mode == "sync":
+    for i in keys:
+        assert value(i) == expected(i)
+        print(i, flush=True)
+else:
+    async def main():
+        for batch in (keys[n : n + 10] for n in range(0, len(keys), 10)):
+            results = await asyncio.gather(*(async_value(i) for i in batch))
+            assert results == [expected(i) for i in batch]
+            await stor.join()
+            print("batch", flush=True)
+    asyncio.run(main())
+print("executions", executions, flush=True)
+'''
+
+
+def expected(i: int) -> bytes:
+    seed = hashlib.sha256(str(i).encode()).digest()
+    size = (100, 50_000, 300_000)[i % 3]
+    return (seed * (size // 32 + 1))[:size]
+
+
+def start(tmp_path: Path, mode: str, first: int, count: int, seed: int) -> subprocess.Popen[str]:
+    script = tmp_path / "program.py"
+    if not script.exists():
+        script.write_text(textwrap.dedent(PROGRAM))
+    return subprocess.Popen(
+        [sys.executable, str(script), mode, str(first), str(count), str(seed)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def reader(tmp_path: Path, mode: str) -> tuple[CacheStor, Any, list[int]]:
+    """The program's cached function, opened in this process under the same name."""
+    stor = CacheStor(db_file=tmp_path / "cache" / "catalogue.db", type_storage=TypeStorage.IN_DISK)
+    runs: list[int] = []
+
+    def value(i: int) -> bytes:
+        runs.append(i)
+        return expected(i)
+
+    value.__module__ = "__main__"
+    value.__qualname__ = "value" if mode == "sync" else "async_value"
+    folder = tmp_path / "cache" / mode
+    if mode == "sync":
+        return stor, stor.cache(folder=folder)(value), runs
+
+    async def async_value(i: int) -> bytes:
+        return value(i)
+
+    async_value.__module__, async_value.__qualname__ = value.__module__, value.__qualname__
+    return stor, stor.cache_async(folder=folder)(async_value), runs
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_sigkill_during_writes_leaves_every_entry_whole_or_absent(
+    tmp_path: Path, mode: str
+) -> None:
+    chooser = random.Random()
+    seed = chooser.randrange(1_000_000)
+    chooser.seed(seed)
+    for round_ in range(4):
+        # Overlapping key ranges: later rounds also overwrite what earlier ones wrote.
+        process = start(tmp_path, mode, first=round_ * 40, count=120, seed=seed + round_)
+        assert process.stdout is not None
+        # Killed after a random number of keys (sync) or joined batches of 10 (async): the
+        # next write, or the next batch's writes on the writer threads, are in flight.
+        for _ in range(chooser.randrange(5, 100) if mode == "sync" else chooser.randrange(1, 10)):
+            process.stdout.readline()
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+        assert process.returncode == -signal.SIGKILL, f"seed {seed}"
+
+    stor, value, runs = reader(tmp_path, mode)
+    with capture_logs() as events:
+        for i in range(0, 3 * 40 + 120):
+            result = value(i) if mode == "sync" else _run(value(i))
+            assert result == expected(i), f"key {i}, seed {seed}"
+    stor.close()
+    assert [e for e in events if e["log_level"] != "debug"] == [], f"seed {seed}"
+    assert len(runs) < 3 * 40 + 120, f"nothing survived the kills (seed {seed})"
+
+
+def _run(coroutine: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_four_processes_share_one_cache(tmp_path: Path, mode: str) -> None:
+    processes = [start(tmp_path, mode, first=0, count=600, seed=seed) for seed in range(4)]
+    executions = 0
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert err == ""  # no warning, no "database is locked"
+        executions += int(out.splitlines()[-1].split()[1])
+    # Each key ran at least once; equivalent calls in different processes may both run.
+    assert 600 <= executions <= 4 * 600
+    last = start(tmp_path, mode, first=0, count=600, seed=99)
+    out, err = last.communicate(timeout=300)
+    assert last.returncode == 0, err
+    assert out.splitlines()[-1] == "executions 0"

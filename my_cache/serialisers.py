@@ -9,9 +9,11 @@ insertion order or by ``hash()`` (which varies with PYTHONHASHSEED). Types are k
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import reprlib
+import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -143,23 +145,68 @@ def _sorted_by_key(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return sorted(pairs, key=lambda pair: pickle.dumps(pair[0], _PICKLE_PROTOCOL))
 
 
+class _StructuralPickler(threading.local):
+    """A pickler in fast mode, which keeps no memo: its output depends on the structure and
+    values alone. With a memo, one object passed twice pickles unlike two equal copies.
+
+    One per thread, reused: creating a pickler costs more than pickling a small call.
+    """
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.buffer = io.BytesIO()
+        self.pickler = pickle.Pickler(self.buffer, _PICKLE_PROTOCOL)
+        self.pickler.fast = True
+
+    def dumps(self, obj: Any) -> bytes:
+        if self.busy:  # an argument's own __reduce__ called a cached function
+            return _StructuralPickler().dumps(obj)
+        self.busy = True
+        buffer = self.buffer
+        try:
+            self.pickler.dump(obj)
+            data = buffer.getvalue()
+            if _FROZENSET in data:
+                # CPython's fast mode counts a frozenset into its nesting depth and never out
+                # again, so the count drifts until the pickler fails: start a new one.
+                self.__init__()  # type: ignore[misc]
+            return data
+        except BaseException:
+            self.__init__()  # type: ignore[misc]  # a failed dump leaves the pickler unusable
+            raise
+        finally:
+            buffer.seek(0)
+            buffer.truncate()
+            self.busy = False
+
+
+_structural = _StructuralPickler()
+
+
+def _structural_pickle(obj: Any) -> bytes:
+    try:
+        return _structural.dumps(obj)
+    except (ValueError, KeyError):
+        # Fast mode refuses cycles (ValueError), and loses count within one dump of some 50
+        # frozensets (KeyError, the drift above). The memo pickle writes both exactly.
+        return pickle.dumps(obj, _PICKLE_PROTOCOL)
+
+
 class SerialiseBin(_CanonicalSerialise):
     """pickle: represents any picklable argument. The default.
 
     ``arg_string`` is a short, readable description of the call (not the pickle itself).
-    Two arguments that are one object pickle differently from two equal copies, so such calls
-    may be separate entries (a miss, never a wrong value).
     """
 
     def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         call = (args, tuple(kwargs.items()))
-        data = pickle.dumps(call, _PICKLE_PROTOCOL)
+        data = _structural_pickle(call)
         # Only dicts and sets need reordering, and pickling an exact dict, set or frozenset
         # always writes its opcode byte. Without those bytes the plain pickle is canonical;
         # with them (or a data byte that looks alike) take the slower canonical walk.
         if _EMPTY_DICT not in data and _EMPTY_SET not in data and _FROZENSET not in data:
             return data
-        return pickle.dumps(_pickle_canonical(call), _PICKLE_PROTOCOL)
+        return _structural_pickle(_pickle_canonical(call))
 
 
 # --- JSON ------------------------------------------------------------------------------------

@@ -3,16 +3,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from my_cache import CacheStor, TypeStorage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Tests never write into the work tree: hypothesis keeps its files elsewhere, and no database.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hypothesis-"))
+settings.register_profile("my_cache", database=None)
+settings.load_profile("my_cache")
 
 
 @pytest.fixture(autouse=True)

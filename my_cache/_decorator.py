@@ -147,15 +147,17 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key, call = cached.key(args, kwargs)
         cached.calls += 1
+        landed = flights.landed
         value = cached.lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
 
         def compute() -> R:
-            # Another thread may have stored it between our lookup and this flight.
-            value = cached.lookup(key)
-            if value is not MISSING:
-                return value  # type: ignore[no-any-return]
+            # A flight that landed since our lookup may have stored this very key.
+            if flights.landed != landed:
+                value = cached.lookup(key)
+                if value is not MISSING:
+                    return value  # type: ignore[no-any-return]
             started = time.perf_counter()
             cached.misses += 1
             result = func(*args, **kwargs)

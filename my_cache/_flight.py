@@ -31,6 +31,8 @@ class ThreadFlights(Generic[R]):
         self._name = name
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight[R]] = {}
+        self.landed = 0
+        """Computations finished so far: unchanged since a lookup, no flight has stored since."""
 
     def run(self, key: str, compute: Callable[[], R]) -> R:
         while True:
@@ -47,6 +49,7 @@ class ThreadFlights(Generic[R]):
                 finally:
                     with self._lock:
                         del self._flights[key]
+                        self.landed += 1
                     flight.done.set()
             if flight.owner == threading.get_ident():
                 raise RecursionError(f"{self._name}() calls itself with the same arguments")

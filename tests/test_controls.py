@@ -293,3 +293,19 @@ def test_a_size_limit_evicts_the_oldest_entries(
     blob(0)  # the oldest was evicted
     assert runs == [*range(100), 0]
     stor.close()
+
+
+def test_expired_entries_are_removed_from_disk_as_writes_go_on(
+    disk_stor: CacheStor, tmp_path: Path, clock: Clock
+) -> None:
+    @disk_stor.cache(folder="cache/short", expire=10)
+    def short(n: int) -> bytes:
+        return bytes([n]) * 100
+
+    for n in range(64):
+        short(n)
+    clock.advance(11)
+    for n in range(64, 128):
+        short(n)
+    with diskcache.Cache(str(tmp_path / "cache" / "short")) as raw:
+        assert sorted(raw.get(key) is not None for key in raw.iterkeys()) == [True] * 64

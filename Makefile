@@ -41,4 +41,5 @@ clean:
 
 # Speed beside the peers; not part of `make test` (timings belong here, not in unit tests).
 bench: $(VENV)/.dev-install
+	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/compare.py

@@ -1,11 +1,11 @@
-"""Hit and miss cost per call of my_cache beside its peers, in one process and one run.
+"""my_cache beside its peers: the same workload, in one process and one run.
 
-The same workload for every system: a function of ``(int, str, tuple)`` returning a dict of
-about 1 KB, ``--keys`` distinct keys; one pass of misses, then ``--hit-passes`` passes of
-hits. Prints microseconds per call and ratios to diskcache's memoize; machines are noisy, so
-compare ratios from one run, not absolute times across runs.
+A function of ``(int, str, tuple)`` returning a dict of about 1 KB, ``--keys`` distinct keys:
+one pass of misses, then the best of ``--hit-passes`` passes of hits, in microseconds per
+call. Then a scale run (opening a cache and a hit, with 1,000 and 50,000 entries) and the
+targets as ratios. Machines are noisy: compare ratios from one run, not times across runs.
 
-    make bench            # or: .venv/bin/python benchmarks/compare.py --keys 2000
+    make bench        # installs the peers (the "bench" extra), then runs this
 """
 
 from __future__ import annotations
@@ -13,20 +13,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
+import pickle
+import random
 import shutil
+import sqlite3
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import cachetools
+import cachier
 import diskcache
+import joblib
+from cashews import Cache as CashewsCache
 
-from my_cache import CacheStor, TypeStorage
+from my_cache import CacheStor, SerialiseBin, TypeStorage
+from my_cache._keys import make_normaliser
 
+Arguments = list[tuple[int, str, tuple[int, int]]]
 Work = Callable[[int, str, tuple[int, int]], dict[str, Any]]
 AsyncWork = Callable[[int, str, tuple[int, int]], Awaitable[dict[str, Any]]]
-Arguments = list[tuple[int, str, tuple[int, int]]]
 
 
 def work(n: int, name: str, pair: tuple[int, int]) -> dict[str, Any]:
@@ -37,8 +47,8 @@ async def async_work(n: int, name: str, pair: tuple[int, int]) -> dict[str, Any]
     return work(n, name, pair)
 
 
-def calls(keys: int) -> Arguments:
-    return [(i, f"name-{i % 97}", (i, i % 7)) for i in range(keys)]
+def calls(keys: int, first: int = 0) -> Arguments:
+    return [(i, f"name-{i % 97}", (i, i % 7)) for i in range(first, first + keys)]
 
 
 def per_call_us(cached: Work, arguments: Arguments) -> float:
@@ -55,80 +65,189 @@ async def per_await_us(cached: AsyncWork, arguments: Arguments) -> float:
     return (time.perf_counter() - started) / len(arguments) * 1e6
 
 
-def measure(cached: Work, keys: int, hit_passes: int) -> tuple[float, float]:
-    arguments = calls(keys)
+def measure(cached: Work, arguments: Arguments, hit_passes: int) -> tuple[float, float]:
     miss = per_call_us(cached, arguments)
-    hit = min(per_call_us(cached, arguments) for _ in range(hit_passes))
-    return miss, hit
+    return miss, min(per_call_us(cached, arguments) for _ in range(hit_passes))
 
 
 async def measure_async(
-    stor: CacheStor, cached: AsyncWork, keys: int, hit_passes: int
+    cached: AsyncWork, arguments: Arguments, hit_passes: int, settle: Callable[[], Awaitable[Any]]
 ) -> tuple[float, float]:
-    """The caller-visible miss (its write is behind), then hits read from disk."""
-    arguments = calls(keys)
+    """The miss as the caller sees it; ``settle`` (outside the timing) lets writes land."""
     miss = await per_await_us(cached, arguments)
-    await stor.join()
-    hits = [await per_await_us(cached, arguments) for _ in range(hit_passes)]
-    return miss, min(hits)
+    await settle()
+    return miss, min([await per_await_us(cached, arguments) for _ in range(hit_passes)])
 
 
-def async_system(root: Path) -> tuple[CacheStor, AsyncWork]:
-    stor = CacheStor(
-        db_file=root / "my_cache_async" / "catalogue.db",
-        type_storage=TypeStorage.IN_DISK,
-        serialiser="bin",
-        is_debug_log=False,
-    )
-    return stor, stor.cache_async(folder=root / "my_cache_async" / "work")(async_work)
-
-
-def systems(root: Path) -> dict[str, Work]:
+def my_cache_stor(root: Path, type_storage: TypeStorage) -> CacheStor:
     # Every setting is given, so no mycache.toml or MYCACHE_* variable changes what is measured.
-    memory = CacheStor(
-        type_storage=TypeStorage.IN_MEMORY, serialiser="bin", is_debug_log=False
-    )
-    disk = CacheStor(
-        db_file=root / "my_cache" / "catalogue.db",
-        type_storage=TypeStorage.IN_DISK,
+    return CacheStor(
+        db_file=root / "catalogue.db",
+        type_storage=type_storage,
         serialiser="bin",
         is_debug_log=False,
     )
+
+
+def sync_systems(root: Path) -> dict[str, Work]:
     peer = diskcache.Cache(str(root / "diskcache"), eviction_policy="none")
+    memory = my_cache_stor(root / "memory", TypeStorage.IN_MEMORY)
+    disk = my_cache_stor(root / "disk", TypeStorage.IN_DISK)
     return {
         "functools.lru_cache": functools.lru_cache(maxsize=None)(work),
+        "cachetools.cached": cachetools.cached(cache={})(work),
         "diskcache memoize": peer.memoize()(work),
-        "my_cache IN_MEMORY": memory.cache(folder=root / "memory")(work),
-        "my_cache IN_DISK": disk.cache(folder=root / "my_cache" / "work")(work),
+        "joblib.Memory": joblib.Memory(root / "joblib", verbose=0).cache(work),
+        "cachier (separate files)": cachier.cachier(
+            cache_dir=root / "cachier", separate_files=True
+        )(work),
+        "my_cache IN_MEMORY": memory.cache(folder=root / "memory" / "work")(work),
+        "my_cache IN_DISK": disk.cache(folder=root / "disk" / "work")(work),
     }
+
+
+async def async_results(root: Path, arguments: Arguments, hit_passes: int) -> dict[str, Any]:
+    cashews = CashewsCache()
+    cashews.setup(f"disk://?directory={root / 'cashews'}&shards=0")
+    stor = my_cache_stor(root / "async", TypeStorage.IN_DISK)
+
+    async def nothing() -> None:
+        return None
+
+    try:
+        return {
+            "cashews (disk)": await measure_async(
+                cashews(ttl="1d")(async_work), arguments, hit_passes, nothing
+            ),
+            "my_cache cache_async": await measure_async(
+                stor.cache_async(folder=root / "async" / "work")(async_work),
+                arguments,
+                hit_passes,
+                stor.join,
+            ),
+        }
+    finally:
+        stor.close()
+        await cashews.close()
+
+
+def floor_hit_us(root: Path, arguments: Arguments, hit_passes: int) -> float:
+    """Normalise and hash the arguments, one SQLite primary-key SELECT, one unpickle."""
+    normalise, serialiser = make_normaliser(work), SerialiseBin()
+    connection = sqlite3.connect(root / "floor.db")
+    connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB)")
+    connection.executemany(
+        "INSERT INTO entries VALUES (?, ?)",
+        [
+            (serialiser._call_hash(*normalise(a, {})), pickle.dumps(work(*a), 5))
+            for a in arguments
+        ],
+    )
+    connection.commit()
+
+    def hit(n: int, name: str, pair: tuple[int, int]) -> Any:
+        key = serialiser._call_hash(*normalise((n, name, pair), {}))
+        (value,) = connection.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        return pickle.loads(value)
+
+    return min(per_call_us(hit, arguments) for _ in range(hit_passes))
+
+
+def cachier_default_miss_us(root: Path, entries: int) -> float:
+    """cachier's default mode keeps one pickle file per function, rewritten on every miss."""
+    cached = cachier.cachier(cache_dir=root / f"cachier-default-{entries}")(work)
+    arguments = calls(entries, first=entries * 1000)
+    per_call_us(cached, arguments[: entries - 20])
+    return per_call_us(cached, arguments[entries - 20 :])
+
+
+def scale(root: Path, entries: int, repeats: int = 5) -> tuple[float, float]:
+    """Opening an IN_DISK cache holding ``entries`` (to its first hit), and a hit (µs)."""
+    folder = root / f"scale-{entries}"
+    stor = my_cache_stor(folder, TypeStorage.IN_DISK)
+    fill = stor.cache(folder=folder / "work")(work)
+    for n, name, pair in calls(entries):
+        fill(n, name, pair)
+    stor.close()
+    opens = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        stor = my_cache_stor(folder, TypeStorage.IN_DISK)
+        cached = stor.cache(folder=folder / "work")(work)
+        cached(0, "name-0", (0, 0))
+        opens.append((time.perf_counter() - started) * 1e6)
+        stor.close()
+    stor = my_cache_stor(folder, TypeStorage.IN_DISK)
+    cached = stor.cache(folder=folder / "work")(work)
+    sample = random.Random(entries).sample(calls(entries), min(entries, 2000))
+    hit = min(per_call_us(cached, sample) for _ in range(repeats))
+    stor.close()
+    return min(opens), hit
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=2000)
     parser.add_argument("--hit-passes", type=int, default=5)
+    parser.add_argument("--scale", type=int, nargs=2, default=[1_000, 50_000])
     options = parser.parse_args()
+    logging.disable(logging.WARNING)  # peers' own chatter
+    warnings.simplefilter("ignore")
 
     root = Path(tempfile.mkdtemp(prefix="my_cache_bench_"))
+    arguments = calls(options.keys)
     try:
         results = {
-            name: measure(cached, options.keys, options.hit_passes)
-            for name, cached in systems(root).items()
+            name: measure(cached, arguments, options.hit_passes)
+            for name, cached in sync_systems(root).items()
         }
-        stor, cached_async = async_system(root)
-        results["my_cache cache_async"] = asyncio.run(
-            measure_async(stor, cached_async, options.keys, options.hit_passes)
-        )
-        stor.close()
+        results |= asyncio.run(async_results(root, arguments, options.hit_passes))
+        floor = floor_hit_us(root, arguments, options.hit_passes)
+        cachier_default = {n: cachier_default_miss_us(root, n) for n in (100, 400)}
+        small, large = options.scale
+        scaled = {n: scale(root, n) for n in (small, large)}
     finally:
         shutil.rmtree(root)
 
-    peer_miss, peer_hit = results["diskcache memoize"]
-    print(f"{options.keys} keys, ~1 KB values; µs per call (ratio to diskcache memoize)")
-    print(f"{'system':<22}{'miss':>10}{'':>9}{'hit':>10}")
+    report(options.keys, results, floor, cachier_default, scaled)
+
+
+def report(
+    keys: int,
+    results: dict[str, tuple[float, float]],
+    floor: float,
+    cachier_default: dict[int, float],
+    scaled: dict[int, tuple[float, float]],
+) -> None:
+    print(f"{keys} keys, ~1 KB values; µs per call")
+    print(f"{'system':<34}{'miss':>10}{'hit':>10}")
     for name, (miss, hit) in results.items():
-        miss_ratio, hit_ratio = miss / peer_miss, hit / peer_hit
-        print(f"{name:<22}{miss:>10.2f} ({miss_ratio:5.2f}x){hit:>10.2f} ({hit_ratio:5.2f}x)")
+        print(f"{name:<34}{miss:>10.1f}{hit:>10.2f}")
+    print(f"{'floor: hash + SQLite SELECT + unpickle':<34}{'':>10}{floor:>10.2f}")
+    for entries, miss in cachier_default.items():
+        print(f"cachier default mode, miss at {entries} entries: {miss:.0f} µs")
+    (small, (open_small, hit_small)), (large, (open_large, hit_large)) = scaled.items()
+    print(f"IN_DISK open: {open_small:.0f} µs at {small} entries, {open_large:.0f} µs at {large}")
+    print(f"IN_DISK hit:  {hit_small:.2f} µs at {small} entries, {hit_large:.2f} µs at {large}")
+
+    miss = {name: values[0] for name, values in results.items()}
+    hit = {name: values[1] for name, values in results.items()}
+    memory, disk, aio = "my_cache IN_MEMORY", "my_cache IN_DISK", "my_cache cache_async"
+    targets = [
+        ("IN_MEMORY hit / cachetools hit", hit[memory] / hit["cachetools.cached"], 2.0),
+        ("IN_DISK hit / diskcache memoize hit", hit[disk] / hit["diskcache memoize"], 0.5),
+        ("IN_DISK hit / floor", hit[disk] / floor, 3.0),
+        ("IN_DISK miss / diskcache memoize miss", miss[disk] / miss["diskcache memoize"], 1.0),
+        ("IN_DISK hit / joblib.Memory hit", hit[disk] / hit["joblib.Memory"], 1 / 5),
+        ("IN_DISK hit / cachier hit", hit[disk] / hit["cachier (separate files)"], 1 / 3),
+        ("cache_async hit / cashews hit", hit[aio] / hit["cashews (disk)"], 0.25),
+        ("cache_async miss / IN_DISK miss", miss[aio] / miss[disk], 0.5),
+        (f"open at {large} / open at {small}", open_large / open_small, 3.0),
+        (f"hit at {large} / hit at {small}", hit_large / hit_small, 1.5),
+    ]
+    print(f"\n{'target':<42}{'ratio':>8}{'limit':>8}")
+    for name, value, limit in targets:
+        print(f"{name:<42}{value:>8.2f}{limit:>8.2f}  {'ok' if value <= limit else 'MISSED'}")
 
 
 if __name__ == "__main__":

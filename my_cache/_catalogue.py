@@ -17,7 +17,7 @@ from typing import Any
 
 from my_cache import _log
 from my_cache._private import private_file
-from my_cache._sqlite import is_damage, patiently
+from my_cache._sqlite import BUSY_TIMEOUT, is_damage, patiently
 from my_cache._storages.base import Entry
 
 SCHEMA = """
@@ -32,9 +32,6 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (folder, key)
 )
 """
-
-# SQLite's own wait for a lock held by another process, in seconds.
-_BUSY_TIMEOUT = 60.0
 
 # Longer descriptions are cut: the catalogue is for reading, and a 100 MB argument must not
 # become a 100 MB row.
@@ -174,7 +171,7 @@ class Catalogue:
         # Created 0600 first: the WAL and shared-memory files SQLite adds take its mode.
         private_file(self.path)
         connection = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
         try:
             connection.execute("PRAGMA journal_mode=WAL")

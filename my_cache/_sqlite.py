@@ -9,8 +9,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# How long a locked database is waited for before the error is let through, in seconds.
-LOCK_PATIENCE = 60.0
+# How long a locked database is waited for before the error is let through, in seconds:
+# SQLite's own busy timeout on every connection, and the retries of patiently() alike.
+BUSY_TIMEOUT = 60.0
 
 
 def _primary_code(error: sqlite3.Error) -> int | None:
@@ -35,7 +36,7 @@ def patiently(operation: Callable[[], T]) -> T:
     (changing the journal mode, recovering the WAL after a crash, upgrading a read
     snapshot); other processes then hold the lock for milliseconds.
     """
-    deadline = time.monotonic() + LOCK_PATIENCE
+    deadline = time.monotonic() + BUSY_TIMEOUT
     pause = 0.001
     while True:
         try:

@@ -20,7 +20,7 @@ from diskcache.core import UNKNOWN
 from my_cache import _log
 from my_cache._catalogue import Catalogue
 from my_cache._private import DIRECTORY_MODE, FILE_MODE, private_file
-from my_cache._sqlite import is_damage, is_locked, patiently
+from my_cache._sqlite import BUSY_TIMEOUT, is_damage, is_locked, patiently
 from my_cache._storages.base import (
     MISSING,
     Backend,
@@ -42,7 +42,6 @@ _SELECT = (
     "SELECT mode, filename, value FROM Cache"
     " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 )
-_BUSY_TIMEOUT = 60.0
 # Expired entries are misses at once; their rows and files go after this many expiring writes.
 _EXPIRE_EVERY = 64
 
@@ -97,7 +96,7 @@ class DiskFolder(FolderStore):
     def _connect_reader(self) -> sqlite3.Connection:
         """A connection of our own for the hit path, shared by threads behind _read_lock."""
         return sqlite3.connect(
-            self._database, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            self._database, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
 
     def _catalogued(self, folder: str) -> bool:

@@ -42,7 +42,7 @@ def async_wrapper(
     writer = stor._writer
 
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        key, call = cached.key(args, kwargs)
+        key = cached.key(args, kwargs)
         cached.calls += 1
         value = writer.buffered(cached.folder, key)
         if value is not MISSING:
@@ -57,7 +57,7 @@ def async_wrapper(
             started = time.perf_counter()
             cached.misses += 1
             result = await func(*args, **kwargs)
-            writer.submit(cached, key, call, result)
+            writer.submit(cached, key, args, kwargs, result)
             if stor.is_debug_log:
                 cached.debug("my_cache.miss", key, started, queue_depth=writer.queue_depth)
             return result

@@ -2,17 +2,21 @@
 
 Performance was chosen over brevity here: the signature is read once per function, and the
 per-call work is dict and tuple operations only (``inspect.Signature.bind`` costs microseconds
-per call, more than a whole in-memory hit should).
+per call, more than a whole in-memory hit should). For the same reason a process-local
+store gets keys from ``marshal`` (``local_keys``) rather than from the serialiser.
 """
 
 from __future__ import annotations
 
 import inspect
+import marshal
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 Normalised = tuple[tuple[Any, ...], dict[str, Any]]
 Normaliser = Callable[[tuple[Any, ...], dict[str, Any]], Normalised]
+Flattener = Callable[[tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]
+KeyFunction = Callable[[tuple[Any, ...], dict[str, Any]], str]
 
 _P = inspect.Parameter
 
@@ -22,14 +26,32 @@ def function_id(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"
 
 
-def make_normaliser(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Normaliser:
-    """Return ``normalise(args, kwargs) -> (args, kwargs)`` for calls of ``func``.
+class CallShape(NamedTuple):
+    """How calls of one function are normalised, read from its signature once."""
 
-    The result holds every parameter with defaults applied: positional-only parameters and
-    ``*args`` stay positional; every other parameter, and ``**kwargs``, becomes a keyword,
-    in name order. Parameters named in ``ignore`` are left out. A call that ``func`` itself
-    would refuse raises the same TypeError.
-    """
+    normalise: Normaliser
+    """``normalise(args, kwargs) -> (args, kwargs)``: every parameter with defaults applied.
+    Positional-only parameters and ``*args`` stay positional; every other parameter, and
+    ``**kwargs``, becomes a keyword, in name order. Parameters named in ``ignore`` are left
+    out. A call that the function itself would refuse raises the same TypeError."""
+
+    flatten: Flattener | None
+    """``flatten(args, kwargs)``: the normalised call as one tuple, positional values then
+    keyword values in signature order; None for a function taking ``**kwargs``, whose keyword
+    names vary from call to call and so are not implied by the tuple's length."""
+
+    flat_arity: int | None
+    """How many positional arguments make a call (without keywords) its own flattened form:
+    every parameter passed positionally and none ignored. None if no call is."""
+
+
+def make_normaliser(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Normaliser:
+    """``normalise`` for calls of ``func``: see ``CallShape.normalise``."""
+    return read_call_shape(func, ignore).normalise
+
+
+def read_call_shape(func: Callable[..., Any], ignore: Iterable[str] = ()) -> CallShape:
+    """Read ``func``'s signature once and return how to normalise its calls."""
     signature = inspect.signature(func)
     params = list(signature.parameters.values())
     ignored = frozenset([ignore] if isinstance(ignore, str) else ignore)
@@ -100,4 +122,70 @@ def make_normaliser(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Nor
             call_kwargs = dict(sorted(call_kwargs.items()))
         return call_args, call_kwargs
 
-    return normalise
+    if takes_var_keyword:
+        return CallShape(normalise, None, None)
+    kept_in_signature_order = tuple(name for name in named if name in kept_keywords)
+
+    def flatten(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        call_args, call_kwargs = normalise(args, kwargs)
+        return call_args + tuple(call_kwargs[name] for name in kept_in_signature_order)
+
+    flat_arity = n_positional if has_fast_path and not ignored else None
+    return CallShape(normalise, flatten, flat_arity)
+
+
+# marshal's version 2 writes no back-references, so equal values give equal bytes whatever
+# their identity; later versions would tell apart two equal strings by whether one is shared.
+_MARSHAL_VERSION = 2
+_LOCAL_KEY_LIMIT = 256
+_PLAIN_SCALARS = frozenset([type(None), bool, int, float, complex, str, bytes])
+# marshal's codes for dicts and sets (written in iteration order, which two equal ones need
+# not share), for any other buffer (written as bytes: a bytearray would pass for bytes) and
+# for code objects (which the serialiser refuses). Numbers and strings may hold these bytes
+# too; only then is the slower walk over the values needed.
+_CODES_OF_NON_PLAIN = b"{<>sc"
+
+
+def local_keys(shape: CallShape, prefix: str, otherwise: KeyFunction) -> KeyFunction | None:
+    """``key(args, kwargs)`` for a store in this process: ``prefix`` and marshal's bytes of
+    the flattened call, or ``otherwise(args, kwargs)`` for calls these cannot key; None when
+    the function's calls cannot be flattened.
+
+    marshal keys values made only of exact builtin scalars (None, bool, int, float, complex,
+    str, bytes) in tuples and lists: its bytes for those are equal exactly when the values
+    are equal and of the same types, which is how ``SerialiseBin`` tells calls apart, so the
+    two kinds of key never disagree about a hit. Long values go to ``otherwise`` too, so keys
+    stay small.
+    """
+    flatten, flat_arity = shape.flatten, shape.flat_arity
+    if flatten is None:
+        return None
+    dumps = marshal.dumps
+
+    def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        values = args if not kwargs and len(args) == flat_arity else flatten(args, kwargs)
+        try:
+            data = dumps(values, _MARSHAL_VERSION)
+        except ValueError:  # a type marshal refuses, or a cycle
+            return otherwise(args, kwargs)
+        if len(data) > _LOCAL_KEY_LIMIT or (
+            len(data.translate(None, _CODES_OF_NON_PLAIN)) != len(data) and not _plain(values)
+        ):
+            return otherwise(args, kwargs)
+        # Always holds a NUL (in the tuple's length), which tells it apart from a hash.
+        return prefix + data.decode("latin-1")
+
+    return key
+
+
+def _plain(values: tuple[Any, ...] | list[Any]) -> bool:
+    # Only called within the length limit: each level costs marshal 5 bytes, so at most ~50
+    # levels, far from the recursion limit.
+    for value in values:
+        kind = type(value)
+        if kind in _PLAIN_SCALARS:
+            continue
+        if (kind is tuple or kind is list) and _plain(value):
+            continue
+        return False
+    return True

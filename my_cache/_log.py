@@ -7,6 +7,7 @@ structlog's defaults, so that stdout stays the program's own.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from typing import Any
 
@@ -33,4 +34,6 @@ def warning(event: str, **fields: Any) -> None:
 
 def short_key(key: str) -> str:
     """The first characters of a key's hash: enough to tell entries apart in a log."""
+    if "\0" in key:  # a process-local key, marshal's bytes (see _keys.local_keys)
+        return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
     return key.rpartition(":")[2][:12]

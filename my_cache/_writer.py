@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from my_cache import _log
-from my_cache._keys import Normalised
 from my_cache._storages.base import MISSING
 from my_cache._threads import StartedPool
 
@@ -59,19 +58,35 @@ class BackgroundWriter:
         """A result whose write has not landed yet, or MISSING."""
         return self._buffer.get((folder, key), MISSING)
 
-    def submit(self, cached: FunctionCache, key: str, call: Normalised, value: Any) -> None:
+    def submit(
+        self,
+        cached: FunctionCache,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        value: Any,
+    ) -> None:
         """Buffer ``value`` and queue its write; returns at once."""
         slot = (cached.folder, key)
         with self._lock:
             self._buffer[slot] = value
             self._queued += 1
-            future = self._pool.submit(self._write, cached, key, call, value)
+            future = self._pool.submit(self._write, cached, key, args, kwargs, value)
             self._pending.add(future)
         future.add_done_callback(self._finished)
 
-    def _write(self, cached: FunctionCache, key: str, call: Normalised, value: Any) -> None:
+    def _write(
+        self,
+        cached: FunctionCache,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        value: Any,
+    ) -> None:
         try:
-            failure = cached.store_result(key, call, value, queue_depth=self.queue_depth - 1)
+            failure = cached.store_result(
+                key, args, kwargs, value, queue_depth=self.queue_depth - 1
+            )
         finally:
             with self._lock:
                 if self._buffer.get((cached.folder, key)) is value:

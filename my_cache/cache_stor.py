@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import threading
@@ -101,10 +102,11 @@ class CacheStor:
                 self,
                 path,
                 func,
-                lambda: self._stores.open(path),
+                functools.partial(self._stores.open, path),
                 expire=expire,
                 ignore=ignore,
                 version=version,
+                process_local=not self._stores.backend.persistent,
             )
             return sync_wrapper(cached, func)
 
@@ -148,6 +150,7 @@ class CacheStor:
                 expire=expire,
                 ignore=ignore,
                 version=version,
+                process_local=False,
             )
             return async_wrapper(cached, func)
 

@@ -24,12 +24,21 @@ def _logger() -> Any:
 
 def debug(event: str, **fields: Any) -> None:
     """One debug event; callers check ``is_debug_log`` first, so it costs nothing when off."""
-    _logger().debug(event, **fields)
+    _emit("debug", event, fields)
 
 
 def warning(event: str, **fields: Any) -> None:
     """A warning, emitted whatever ``is_debug_log`` says."""
-    _logger().warning(event, **fields)
+    _emit("warning", event, fields)
+
+
+def _emit(level: str, event: str, fields: dict[str, Any]) -> None:
+    try:
+        getattr(_logger(), level)(event, **fields)
+    except Exception as error:
+        # structlog's configuration is not thread-safe: a writer thread logging while the
+        # application reconfigures it can fail. The cache operation that logs must not.
+        print(f"my_cache: could not log {event} ({fields}): {error!r}", file=sys.stderr)
 
 
 def short_key(key: str) -> str:

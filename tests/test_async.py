@@ -277,8 +277,10 @@ async def test_join_counts_every_failure_but_names_only_the_first_few(stor: Cach
     async def lock(n: int) -> Any:
         return threading.Lock()
 
-    await asyncio.gather(*(lock(n) for n in range(7)))
+    # Writer threads warn while the writes fail: capture from before they start, as
+    # structlog's capture_logs swaps the configuration in a way other threads can trip over.
     with capture_logs(), pytest.raises(CacheWriteError) as raised:
+        await asyncio.gather(*(lock(n) for n in range(7)))
         await stor.join()
     message = str(raised.value)
     assert message.startswith("7 cached result(s) could not be written: ")

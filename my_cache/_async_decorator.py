@@ -54,9 +54,18 @@ def async_wrapper(
             value = await load(cached, key)
             if value is not MISSING:
                 return value  # type: ignore[no-any-return]
+            if cached.store().waits_for_others:
+                value = await asyncio.to_thread(cached.acquire, key)
+                if value is not MISSING:  # another process computed it meanwhile
+                    return value  # type: ignore[no-any-return]
             started = time.perf_counter()
             cached.misses += 1
-            result = await func(*args, **kwargs)
+            try:
+                result = await func(*args, **kwargs)
+            except BaseException:
+                cached.release(key)
+                raise
+            # The writer releases the key once the value is stored, for others to find.
             writer.submit(cached, key, args, kwargs, result)
             if stor.is_debug_log:
                 cached.debug("my_cache.miss", key, started, queue_depth=writer.queue_depth)

@@ -18,7 +18,7 @@ from typing import Any
 from my_cache import _log
 from my_cache._private import private_file
 from my_cache._sqlite import BUSY_TIMEOUT, is_damage, patiently
-from my_cache._storages.base import Entry
+from my_cache._storages.base import Entry, shortened
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -32,10 +32,6 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (folder, key)
 )
 """
-
-# Longer descriptions are cut: the catalogue is for reading, and a 100 MB argument must not
-# become a 100 MB row.
-ARG_STRING_LIMIT = 10_000
 
 # A function given by name matches its full module.qualname, or a tail of it after a dot.
 _FUNCTION_MATCHES = (
@@ -67,9 +63,7 @@ class Catalogue:
         """Add or replace the row of ``(folder, key)``, stamped with the current time."""
         now = time.time()
         expires = None if expire is None else now + expire
-        if len(arg_string) > ARG_STRING_LIMIT:
-            arg_string = f"{arg_string[:ARG_STRING_LIMIT]}… ({len(arg_string)} characters)"
-        row = (folder, function, key, arg_string, size, now, expires)
+        row = (folder, function, key, shortened(arg_string), size, now, expires)
         with self._lock:
             if self._connection is not None and not self.path.exists():
                 self._warn("my_cache.missing_catalogue", "it was removed; recreated")
@@ -194,4 +188,3 @@ class Catalogue:
 
     def _warn(self, event: str, reason: str) -> None:
         _log.warning(event, catalogue=str(self.path), reason=reason)
-

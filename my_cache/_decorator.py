@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from my_cache import _log
 from my_cache._flight import ThreadFlights
 from my_cache._keys import KeyFunction, function_id, local_keys, read_call_shape
-from my_cache._storages.base import MISSING, FolderStore, UnstorableResult
+from my_cache._storages.base import MISSING, FolderStore, StoreUnavailable, UnstorableResult
 from my_cache._types import CachedFunction, CacheInfo
 from my_cache.serialisers import SerialiseBin
 
@@ -72,6 +72,8 @@ class FunctionCache:
         started = time.perf_counter() if self.stor.is_debug_log else 0.0
         try:
             value = self.store().get(key)
+        except StoreUnavailable:
+            return MISSING
         except Exception as error:
             self.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
             return MISSING
@@ -107,12 +109,29 @@ class FunctionCache:
             )
         except UnstorableResult as error:
             return self.warn("my_cache.unstorable_result", str(error))
+        except StoreUnavailable as error:
+            return f"{self.function}: {error}"
         except Exception as error:
             # The value is computed: a store that fails to write must not take it from the caller.
             return self.warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
         if self.stor.is_debug_log:
             self.debug("my_cache.write", key, started, **fields)
         return None
+
+    def acquire(self, key: str) -> Any:
+        """MISSING when this caller is to compute ``key`` (see FolderStore.acquire), or the
+        value another process computed meanwhile; ``release`` must follow a MISSING."""
+        try:
+            return self.store().acquire(key)
+        except Exception as error:
+            self.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
+            return MISSING
+
+    def release(self, key: str) -> None:
+        try:
+            self.store().release(key)
+        except Exception as error:
+            self.warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
 
     def warn(self, event: str, reason: str) -> str:
         """A warning about this function; returns the reason, naming the function."""
@@ -176,12 +195,18 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
                 value = cached.lookup(key)
                 if value is not MISSING:
                     return value  # type: ignore[no-any-return]
-            started = time.perf_counter()
-            cached.misses += 1
-            result = func(*args, **kwargs)
-            if stor.is_debug_log:
-                cached.debug("my_cache.miss", key, started)
-            cached.store_result(key, args, kwargs, result)
+            value = cached.acquire(key)
+            if value is not MISSING:  # another process computed it meanwhile
+                return value  # type: ignore[no-any-return]
+            try:
+                started = time.perf_counter()
+                cached.misses += 1
+                result = func(*args, **kwargs)
+                if stor.is_debug_log:
+                    cached.debug("my_cache.miss", key, started)
+                cached.store_result(key, args, kwargs, result)
+            finally:
+                cached.release(key)
             return result
 
         return flights.run(key, compute)

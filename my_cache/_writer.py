@@ -87,6 +87,7 @@ class BackgroundWriter:
             failure = cached.store_result(
                 key, args, kwargs, value, queue_depth=self.queue_depth - 1
             )
+            cached.release(key)
         finally:
             with self._lock:
                 if self._buffer.get((cached.folder, key)) is value:

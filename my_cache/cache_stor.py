@@ -60,9 +60,9 @@ class CacheStor:
             raise ValueError(
                 "CacheStor: db_file is empty, but TypeStorage.IN_DISK needs it for its catalogue"
             )
+        self._settings = settings
         self._default_expire = settings.expire
-        self._size_limit = settings.size_limit
-        self._stores = _OpenStores(BACKENDS[self.type_storage](self.db_file, self._size_limit))
+        self._stores = _OpenStores(BACKENDS[self.type_storage](settings))
         self._persistent_stores: _OpenStores | None = None
         self._writer = BackgroundWriter(settings.max_workers, lambda: self.is_debug_log)
         # One thread reads large cache_async hits: on two cores, more only fight over the GIL
@@ -91,7 +91,7 @@ class CacheStor:
             version: part of every key: change it and the function's old entries are never
                 found again.
         """
-        path = _folder_path(folder)
+        path = self._stores.backend.folder_name(_folder_path(folder))
 
         def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
             if inspect.iscoroutinefunction(func):
@@ -119,9 +119,7 @@ class CacheStor:
         expire: float | None = None,
         ignore: Iterable[str] = (),
         version: str | int | None = None,
-    ) -> Callable[
-        [Callable[P, Coroutine[Any, Any, R]]], CachedFunction[P, Coroutine[Any, Any, R]]
-    ]:
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], CachedFunction[P, Coroutine[Any, Any, R]]]:
         """Decorate an ``async def`` function so its results are stored on disk under ``folder``.
 
         Results always persist (in IN_DISK's stores even when ``type_storage`` is IN_MEMORY)
@@ -131,7 +129,7 @@ class CacheStor:
         from memory. ``await join()`` waits for the writes; they are flushed at exit anyway.
         ``expire``, ``ignore`` and ``version`` are as for ``cache``.
         """
-        path = _folder_path(folder)
+        path = self._open_persistent_stores().backend.folder_name(_folder_path(folder))
 
         def decorate(
             func: Callable[P, Coroutine[Any, Any, R]],
@@ -141,7 +139,6 @@ class CacheStor:
                     f"{getattr(func, '__qualname__', func)!r} is not an async function: "
                     "cache_async decorates only `async def` functions; use cache"
                 )
-            self._open_persistent_stores()
             cached = FunctionCache(
                 self,
                 path,
@@ -213,7 +210,7 @@ class CacheStor:
                 "CacheStor: db_file is empty, but cache_async and the mycache command use "
                 "IN_DISK stores, which need it for their catalogue"
             )
-        return _OpenStores(BACKENDS[TypeStorage.IN_DISK](self.db_file, self._size_limit))
+        return _OpenStores(BACKENDS[TypeStorage.IN_DISK](self._settings))
 
     def __repr__(self) -> str:
         return (
@@ -264,4 +261,4 @@ def _serialiser_instance(serialiser: object) -> Serialise | None:
 def _folder_path(folder: Any) -> str:
     if not isinstance(folder, str | os.PathLike) or not os.fspath(folder):
         raise ValueError(f"cache(folder=...): folder must be a non-empty path, got {folder!r}")
-    return os.path.abspath(os.fspath(folder))
+    return os.fspath(folder)

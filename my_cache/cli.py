@@ -1,7 +1,8 @@
 """The ``mycache`` command: list, count and clear cached entries without writing code.
 
 It reads the same settings as ``CacheStor()`` (``mycache.toml``, ``MYCACHE_*``), and works on
-the stores that outlive a process: IN_DISK's, which also hold cache_async results.
+the stores that outlive a process: IN_REDIS's when that is the storage, else IN_DISK's, which
+also hold cache_async results.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def select(
 ) -> tuple[Backend, list[Entry]]:
     """The backend, and its live entries of ``folder`` and ``function`` (None: all)."""
     backend = open_backend(db_file, config)
-    return backend, backend.entries(None if folder is None else os.path.abspath(folder), function)
+    return backend, backend.entries(
+        None if folder is None else backend.folder_name(folder), function
+    )
 
 
 @click.group()

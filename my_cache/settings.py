@@ -22,10 +22,12 @@ DEFAULT_CONFIG_FILE = "mycache.toml"
 
 
 class TypeStorage(Enum):
-    """Where results live: ``IN_MEMORY`` (this process only) or ``IN_DISK`` (diskcache)."""
+    """Where results live: ``IN_MEMORY`` (this process only), ``IN_DISK`` (diskcache), or
+    ``IN_REDIS`` (a Redis server shared by many processes and machines)."""
 
     IN_MEMORY = "in_memory"
     IN_DISK = "in_disk"
+    IN_REDIS = "in_redis"
 
 
 SerialiserName = Literal["bin", "json", "msgpack"]
@@ -63,7 +65,7 @@ class Settings(BaseSettings):
         ),
     ] = Field(
         default=TypeStorage.IN_MEMORY,
-        description="in_memory or in_disk, in any letter case.",
+        description="in_memory, in_disk or in_redis, in any letter case.",
     )
     is_debug_log: bool = Field(
         default=False,
@@ -94,6 +96,36 @@ class Settings(BaseSettings):
         description="Bytes each in_disk folder may hold before the oldest entries are evicted; "
         "none means no limit and no eviction.",
     )
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="The Redis server of in_redis: redis://[:password@]host:port/db, "
+        "rediss://... for TLS, or unix:///path/to/socket.",
+    )
+    redis_connect_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds to wait for a connection to Redis before calling it unreachable.",
+    )
+    redis_read_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds to wait for a Redis reply before calling it unreachable.",
+    )
+    redis_lock_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="in_redis computes each key once across processes: the others wait up to "
+        "this many seconds for it, then compute it themselves (the lock expires with it).",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        scheme = value.partition("://")[0].lower()
+        if scheme not in ("redis", "rediss", "unix") or "://" not in value:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
     @field_validator("type_storage", "serialiser", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import settings
 
 from my_cache import CacheStor, TypeStorage
+from tests.redis_server import RedisServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +77,27 @@ def run_python(tmp_path: Path) -> RunPython:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; each test using ``redis_url`` starts it empty."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop and start."""
+    server = RedisServer(tmp_path / "own-redis")
+    yield server
+    server.stop()

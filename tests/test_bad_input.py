@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from my_cache import CacheStor, SerialiseJson, SerialiseMsgpack, TypeStorage
-from my_cache._catalogue import ARG_STRING_LIMIT
+from my_cache._storages.base import ARG_STRING_LIMIT
 
 
 @pytest.mark.parametrize("serialiser", [SerialiseJson, SerialiseMsgpack])

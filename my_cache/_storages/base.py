@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import zlib
@@ -33,6 +34,10 @@ class UnstorableResult(Exception):
     """A function's result that this backend cannot store; the caller still gets it."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached for now; the store has warned of it already."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One catalogued entry, as ``mycache ls`` shows it."""
@@ -48,6 +53,10 @@ class Entry:
 
 class FolderStore(ABC):
     """The entries of one ``folder``; a key starts with ``<function>:``, naming its function."""
+
+    waits_for_others = False
+    """Whether ``acquire`` may wait for another process (async callers then call it off the
+    event loop)."""
 
     @abstractmethod
     def get(self, key: str) -> Any:
@@ -82,6 +91,19 @@ class FolderStore(ABC):
     def delete_function(self, function: str) -> int:
         """Remove every entry of ``function`` in this folder; how many there were."""
 
+    def acquire(self, key: str) -> Any:
+        """Before computing ``key`` on a miss: MISSING when this caller is to compute it, or
+        the value another process stored meanwhile.
+
+        A store shared between processes holds a lock for the caller until ``release``, so
+        that equivalent calls elsewhere wait for its value instead of computing it too.
+        Others do nothing: threads of one process are coordinated by the decorator.
+        """
+        return MISSING
+
+    def release(self, key: str) -> None:  # noqa: B027 (only shared stores hold locks)
+        """After computing ``key`` and storing its value (or failing to)."""
+
     @abstractmethod
     def close(self) -> None:
         """Release what the store holds open."""
@@ -93,9 +115,13 @@ class Backend(ABC):
     persistent: bool
     """Whether entries outlive the process (cache_async and the CLI use only such backends)."""
 
+    def folder_name(self, folder: str) -> str:
+        """The name ``cache(folder=...)`` stores under: by default the absolute path."""
+        return os.path.abspath(folder)
+
     @abstractmethod
     def open_folder(self, folder: str) -> FolderStore:
-        """The store of ``folder`` (an absolute path), created if it does not exist."""
+        """The store of ``folder`` (named by ``folder_name``), created if it does not exist."""
 
     @abstractmethod
     def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
@@ -112,6 +138,18 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release what the backend itself holds open (its catalogue)."""
+
+
+# Longer descriptions are cut: a catalogue is for reading, and a 100 MB argument must not
+# become a 100 MB row.
+ARG_STRING_LIMIT = 10_000
+
+
+def shortened(arg_string: str) -> str:
+    """``arg_string`` as a catalogue keeps it: cut after ARG_STRING_LIMIT characters."""
+    if len(arg_string) <= ARG_STRING_LIMIT:
+        return arg_string
+    return f"{arg_string[:ARG_STRING_LIMIT]}… ({len(arg_string)} characters)"
 
 
 def key_prefix(function: str) -> str:

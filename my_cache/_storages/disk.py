@@ -32,6 +32,7 @@ from my_cache._storages.base import (
     key_prefix,
     load_result,
 )
+from my_cache.settings import Settings
 
 _FILE_MISSING: Any = object()
 
@@ -304,9 +305,9 @@ class DiskFolder(FolderStore):
 class DiskBackend(Backend):
     persistent = True
 
-    def __init__(self, db_file: str, size_limit: int | None) -> None:
-        self._catalogue = Catalogue(Path(db_file))
-        self._size_limit = size_limit
+    def __init__(self, settings: Settings) -> None:
+        self._catalogue = Catalogue(Path(settings.db_file))
+        self._size_limit = settings.size_limit
 
     def open_folder(self, folder: str) -> DiskFolder:
         return DiskFolder(folder, self._catalogue, self._size_limit)

@@ -14,6 +14,7 @@ from my_cache._storages.base import (
     UnstorableResult,
     key_prefix,
 )
+from my_cache.settings import Settings
 
 
 class _Expiring:
@@ -52,9 +53,7 @@ class MemoryFolder(FolderStore):
         if isinstance(value, Iterator):
             # A cached iterator would be empty on every hit after the first: a wrong value.
             raise UnstorableResult(f"{type(value).__qualname__} is an iterator, usable only once")
-        self._values[key] = (
-            value if expire is None else _Expiring(value, time.monotonic() + expire)
-        )
+        self._values[key] = value if expire is None else _Expiring(value, time.monotonic() + expire)
 
     def delete(self, key: str) -> bool:
         return self._values.pop(key, MISSING) is not MISSING
@@ -73,7 +72,7 @@ class MemoryFolder(FolderStore):
 class MemoryBackend(Backend):
     persistent = False
 
-    def __init__(self, db_file: str, size_limit: int | None) -> None:
+    def __init__(self, settings: Settings) -> None:
         """Entries die with the process, so nothing is catalogued and ``db_file`` is unused;
         ``size_limit`` (bytes) applies to disk only: in-memory sizes are not known."""
 

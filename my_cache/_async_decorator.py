@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from my_cache._decorator import FunctionCache
 from my_cache._flight import AsyncFlights
-from my_cache._storages.base import MISSING, Deferred
+from my_cache._storages.base import MISSING, Deferred, StoreUnavailable
 from my_cache._types import CachedFunction
 
 P = ParamSpec("P")
@@ -26,6 +26,8 @@ async def load(cached: FunctionCache, key: str) -> Any:
         value = cached.store().fetch(key)
         if isinstance(value, Deferred):
             value = await asyncio.wrap_future(cached.stor._reader.submit(value.load))
+    except StoreUnavailable:
+        return MISSING
     except Exception as error:
         cached.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
         return MISSING
@@ -54,7 +56,10 @@ def async_wrapper(
             value = await load(cached, key)
             if value is not MISSING:
                 return value  # type: ignore[no-any-return]
-            if cached.store().waits_for_others:
+            # A store shared between processes may make the caller wait for another
+            # process's computation: that waiting, and the lock's release, happen off the loop.
+            shared = cached.store().waits_for_others
+            if shared:
                 value = await asyncio.to_thread(cached.acquire, key)
                 if value is not MISSING:  # another process computed it meanwhile
                     return value  # type: ignore[no-any-return]
@@ -63,7 +68,8 @@ def async_wrapper(
             try:
                 result = await func(*args, **kwargs)
             except BaseException:
-                cached.release(key)
+                if shared:
+                    asyncio.get_running_loop().run_in_executor(None, cached.release, key)
                 raise
             # The writer releases the key once the value is stored, for others to find.
             writer.submit(cached, key, args, kwargs, result)

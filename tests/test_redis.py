@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -381,3 +383,46 @@ def test_rows_of_vanished_values_are_dropped_from_listings(
         client.delete(next(client.scan_iter("mycache:value:*")))
         assert len(backend.entries()) == 1
         assert client.hlen("mycache:rows:cache/evicted") == 1
+
+
+def test_a_silent_redis_never_stalls_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A socket that accepts connections and never answers: every command waits for its timeout.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        monkeypatch.setenv("MYCACHE_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("MYCACHE_REDIS_READ_TIMEOUT", "0.5")
+        stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+
+        @stor.cache_async(folder="cache/silent")
+        async def triple(n: int) -> int:
+            return 3 * n
+
+        async def main() -> tuple[int, float]:
+            longest_pause = 0.0
+            done = False
+
+            async def ticker() -> None:
+                nonlocal longest_pause
+                last = time.perf_counter()
+                ticking_started.set()
+                while not done:
+                    await asyncio.sleep(0.01)
+                    now = time.perf_counter()
+                    longest_pause = max(longest_pause, now - last)
+                    last = now
+
+            ticking_started = asyncio.Event()
+            ticking = asyncio.create_task(ticker())
+            await ticking_started.wait()
+            value = await triple(5)
+            done = True
+            await ticking
+            return value, longest_pause
+
+        with capture_logs() as events:
+            value, longest_pause = asyncio.run(main())
+        stor.close()
+    assert value == 15
+    # The read waited for Redis's timeout (0.5 s), and the loop went on meanwhile.
+    assert [e["event"] for e in events][:1] == ["my_cache.shared_cache_unreachable"]
+    assert longest_pause < 0.25

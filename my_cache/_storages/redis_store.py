@@ -10,6 +10,7 @@ are written in one MULTI/EXEC transaction, so a listed entry always has its data
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -29,6 +30,7 @@ from my_cache._storages.base import (
     MISSING,
     Backend,
     DamagedEntry,
+    Deferred,
     Entry,
     FolderStore,
     StoreUnavailable,
@@ -146,6 +148,10 @@ class RedisFolder(FolderStore):
             _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=str(error))
             self.delete(key)
             return MISSING
+
+    def fetch(self, key: str) -> Deferred:
+        """Always deferred: a network round trip must not hold up an event loop."""
+        return Deferred(functools.partial(self.get, key))
 
     def set(
         self,

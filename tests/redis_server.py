@@ -21,7 +21,7 @@ def free_port() -> int:
 class RedisServer:
     """``start()`` and ``stop()`` a redis-server; it keeps its port across restarts."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None, tls: bool = False) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError(
@@ -31,12 +31,16 @@ class RedisServer:
         self.executable = executable
         self.directory = directory
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            ca = self.directory / "ca.crt"
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
@@ -44,7 +48,15 @@ class RedisServer:
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        arguments = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        arguments = [self.executable, "--bind", "127.0.0.1"]
+        if self.tls:
+            self._make_certificates()
+            arguments += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            arguments += ["--tls-cert-file", str(self.directory / "server.crt")]
+            arguments += ["--tls-key-file", str(self.directory / "server.key")]
+            arguments += ["--tls-ca-cert-file", str(self.directory / "ca.crt")]
+        else:
+            arguments += ["--port", str(self.port)]
         arguments += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
         if self.password:
             arguments += ["--requirepass", self.password]
@@ -54,6 +66,62 @@ class RedisServer:
         if not wait_until(self._answers, timeout=20):
             self.stop()
             raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def _make_certificates(self) -> None:
+        """A certificate authority of the test's own, and a server certificate for 127.0.0.1."""
+
+        def openssl(*arguments: str) -> None:
+            subprocess.run(
+                ["openssl", *arguments], cwd=self.directory, check=True, capture_output=True
+            )
+
+        if (self.directory / "server.crt").exists():
+            return
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=my_cache test CA",
+        )
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        )
+        (self.directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        )
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

@@ -426,3 +426,26 @@ def test_a_silent_redis_never_stalls_the_event_loop(monkeypatch: pytest.MonkeyPa
     # The read waited for Redis's timeout (0.5 s), and the loop went on meanwhile.
     assert [e["event"] for e in events][:1] == ["my_cache.shared_cache_unreachable"]
     assert longest_pause < 0.25
+
+
+def test_a_password_and_tls_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = RedisServer(tmp_path / "tls-redis", password="pw-over-tls", tls=True)
+    server.start()
+    try:
+        monkeypatch.setenv("MYCACHE_REDIS_URL", server.url)
+        stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+        runs: list[int] = []
+
+        @stor.cache(folder="cache/tls")
+        def square(n: int) -> int:
+            runs.append(n)
+            return n * n
+
+        with capture_logs() as events:
+            assert [square(9), square(9)] == [81, 81]
+        assert runs == [9] and events == []
+        stor.close()
+        with server.client() as client:
+            assert len(list(client.scan_iter("mycache:value:*"))) == 1
+    finally:
+        server.stop()

@@ -7,19 +7,20 @@ also hold cache_async results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
 
-from my_cache._storages.base import Backend, Entry
+from my_cache._storages.base import Backend, Entry, StoreUnavailable
 from my_cache.cache_stor import CacheStor
 from my_cache.settings import CONFIG_ENV_VAR
 
@@ -68,9 +69,19 @@ def select(
 ) -> tuple[Backend, list[Entry]]:
     """The backend, and its live entries of ``folder`` and ``function`` (None: all)."""
     backend = open_backend(db_file, config)
-    return backend, backend.entries(
-        None if folder is None else backend.folder_name(folder), function
-    )
+    with reachable():
+        return backend, backend.entries(
+            None if folder is None else backend.folder_name(folder), function
+        )
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """A store that cannot be reached (a Redis server down) ends the command with its reason."""
+    try:
+        yield
+    except StoreUnavailable as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -143,7 +154,9 @@ def clear(
                 "Pass --yes to delete."
             )
         click.confirm(question, abort=True)
-    click.echo(f"deleted {backend.delete_entries(entries)} entries ({size} bytes)")
+    with reachable():
+        deleted = backend.delete_entries(entries)
+    click.echo(f"deleted {deleted} entries ({size} bytes)")
 
 
 def table(

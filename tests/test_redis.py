@@ -449,3 +449,15 @@ def test_a_password_and_tls_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             assert len(list(client.scan_iter("mycache:value:*"))) == 1
     finally:
         server.stop()
+
+
+def test_the_cli_says_when_redis_is_unreachable(tmp_path: Path) -> None:
+    result = mycache(
+        "ls",
+        cwd=tmp_path,
+        MYCACHE_TYPE_STORAGE="in_redis",
+        MYCACHE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    assert result.returncode == 1
+    assert "Error: the shared cache at redis://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr

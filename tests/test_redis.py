@@ -461,3 +461,28 @@ def test_the_cli_says_when_redis_is_unreachable(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Error: the shared cache at redis://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_controls_clear_and_invalidate_entries_in_redis(
+    redis_stor: CacheStor, redis_url: str
+) -> None:
+    runs: list[int] = []
+
+    @redis_stor.cache(folder="cache/controls")
+    def square(n: int) -> int:
+        runs.append(n)
+        return n * n
+
+    @redis_stor.cache(folder="cache/controls")
+    def cube(n: int) -> int:
+        return n**3
+
+    for n in (1, 2, 3):
+        square(n)
+    cube(2)
+    assert square.invalidate(2) is True and square.invalidate(2) is False
+    assert len(value_keys(redis_url)) == 3
+    square.cache_clear()
+    assert len(value_keys(redis_url)) == 1  # cube's entry stays
+    square(1)
+    assert runs == [1, 2, 3, 1] and cube(2) == 8

@@ -58,7 +58,7 @@ def async_wrapper(
                 return value  # type: ignore[no-any-return]
             # A store shared between processes may make the caller wait for another
             # process's computation: that waiting, and the lock's release, happen off the loop.
-            shared = cached.store().waits_for_others
+            shared = cached.waits_for_others()
             if shared:
                 value = await asyncio.to_thread(cached.acquire, key)
                 if value is not MISSING:  # another process computed it meanwhile

@@ -118,6 +118,13 @@ class FunctionCache:
             self.debug("my_cache.write", key, started, **fields)
         return None
 
+    def waits_for_others(self) -> bool:
+        """Whether ``acquire`` may wait for another process (see FolderStore)."""
+        try:
+            return self.store().waits_for_others
+        except Exception:  # a store that cannot open is warned of where it is used
+            return False
+
     def acquire(self, key: str) -> Any:
         """MISSING when this caller is to compute ``key`` (see FolderStore.acquire), or the
         value another process computed meanwhile; ``release`` must follow a MISSING."""

@@ -87,8 +87,8 @@ class BackgroundWriter:
             failure = cached.store_result(
                 key, args, kwargs, value, queue_depth=self.queue_depth - 1
             )
-            cached.release(key)
         finally:
+            cached.release(key)
             with self._lock:
                 if self._buffer.get((cached.folder, key)) is value:
                     del self._buffer[(cached.folder, key)]

@@ -61,7 +61,6 @@ class _Server:
     """The client of one Redis server, and whether it answered lately; shared by folders."""
 
     def __init__(self, settings: Settings) -> None:
-        self.url = settings.redis_url
         self.shown_url = _without_password(settings.redis_url)
         self.lock_timeout = settings.redis_lock_timeout
         self.client = redis.Redis.from_url(

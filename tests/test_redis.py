@@ -42,6 +42,18 @@ def redis_stor(redis_env: dict[str, str]) -> Iterator[CacheStor]:
     stor.close()
 
 
+def counted_square(stor: CacheStor, folder: str) -> tuple[Any, list[int]]:
+    """A cached square function of ``stor`` under ``folder``, and the list of its runs."""
+    runs: list[int] = []
+
+    @stor.cache(folder=folder)
+    def square(n: int) -> int:
+        runs.append(n)
+        return n * n
+
+    return square, runs
+
+
 def value_keys(url: str) -> list[bytes]:
     with redis.Redis.from_url(url) as client:
         return sorted(client.scan_iter("mycache:value:*"))
@@ -50,12 +62,7 @@ def value_keys(url: str) -> list[bytes]:
 def test_results_are_stored_in_redis_and_nothing_on_local_disk(
     redis_stor: CacheStor, redis_url: str, tmp_path: Path
 ) -> None:
-    runs: list[int] = []
-
-    @redis_stor.cache(folder="cache/squares")
-    def square(n: int) -> int:
-        runs.append(n)
-        return n * n
+    square, runs = counted_square(redis_stor, "cache/squares")
 
     assert [square(3), square(3), square(n=3), square(4)] == [9, 9, 9, 16]
     assert runs == [3, 4]
@@ -280,12 +287,7 @@ def test_an_unreachable_redis_costs_a_warning_and_is_used_once_it_answers(
     monkeypatch.setenv("MYCACHE_REDIS_URL", server.url)
     monkeypatch.setenv("MYCACHE_REDIS_CONNECT_TIMEOUT", "0.5")
     stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    runs: list[int] = []
-
-    @stor.cache(folder="cache/late")
-    def square(n: int) -> int:
-        runs.append(n)
-        return n * n
+    square, runs = counted_square(stor, "cache/late")
 
     try:
         with capture_logs() as events:
@@ -311,12 +313,7 @@ def test_redis_stopped_mid_run(
     own_redis_server.start()
     monkeypatch.setenv("MYCACHE_REDIS_URL", own_redis_server.url)
     stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    runs: list[int] = []
-
-    @stor.cache(folder="cache/midrun")
-    def square(n: int) -> int:
-        runs.append(n)
-        return n * n
+    square, runs = counted_square(stor, "cache/midrun")
 
     @stor.cache_async(folder="cache/midrun")
     async def cube(n: int) -> int:
@@ -350,12 +347,7 @@ def test_settings_check_the_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_damaged_value_is_recomputed(redis_stor: CacheStor, redis_url: str) -> None:
-    runs: list[int] = []
-
-    @redis_stor.cache(folder="cache/damage")
-    def square(n: int) -> int:
-        runs.append(n)
-        return n * n
+    square, runs = counted_square(redis_stor, "cache/damage")
 
     square(4)
     with redis.Redis.from_url(redis_url) as client:
@@ -434,12 +426,7 @@ def test_a_password_and_tls_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     try:
         monkeypatch.setenv("MYCACHE_REDIS_URL", server.url)
         stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-        runs: list[int] = []
-
-        @stor.cache(folder="cache/tls")
-        def square(n: int) -> int:
-            runs.append(n)
-            return n * n
+        square, runs = counted_square(stor, "cache/tls")
 
         with capture_logs() as events:
             assert [square(9), square(9)] == [81, 81]
@@ -466,12 +453,7 @@ def test_the_cli_says_when_redis_is_unreachable(tmp_path: Path) -> None:
 def test_controls_clear_and_invalidate_entries_in_redis(
     redis_stor: CacheStor, redis_url: str
 ) -> None:
-    runs: list[int] = []
-
-    @redis_stor.cache(folder="cache/controls")
-    def square(n: int) -> int:
-        runs.append(n)
-        return n * n
+    square, runs = counted_square(redis_stor, "cache/controls")
 
     @redis_stor.cache(folder="cache/controls")
     def cube(n: int) -> int:

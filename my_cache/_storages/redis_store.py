@@ -85,7 +85,7 @@ class _Server:
         except redis.RedisError as error:
             self._failed(error)
             raise StoreUnavailable(
-                f"the shared cache at {self.shown_url} failed: {error}"
+                f"the shared cache at {self.shown_url} is unreachable: {error}"
             ) from error
         if down_until is not None:
             self._answered()

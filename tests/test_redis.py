@@ -468,3 +468,26 @@ def test_controls_clear_and_invalidate_entries_in_redis(
     assert len(value_keys(redis_url)) == 1  # cube's entry stays
     square(1)
     assert runs == [1, 2, 3, 1] and cube(2) == 8
+
+
+def test_rows_of_expired_entries_are_pruned_by_later_writes(
+    redis_stor: CacheStor, redis_url: str
+) -> None:
+    @redis_stor.cache(folder="cache/short", expire=0.05)
+    def brief(n: int) -> int:
+        return n
+
+    @redis_stor.cache(folder="cache/short", expire=600)
+    def lasting(n: int) -> int:
+        return n
+
+    for n in range(63):
+        brief(n)
+    assert wait_until(lambda: not value_keys(redis_url))  # Redis dropped the values...
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.hlen("mycache:rows:cache/short") == 63  # ...not the rows
+        for n in range(64):  # the folder's 64th expiring write, the first here, prunes
+            lasting(n)
+        assert client.hlen("mycache:rows:cache/short") == 64
+        assert all(b"lasting" in key for key in client.hkeys("mycache:rows:cache/short"))
+        assert client.zcard("mycache:expiring:cache/short") == 64

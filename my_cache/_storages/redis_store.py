@@ -3,8 +3,10 @@
 Keys, all under ``mycache:``: ``value:<folder>:<key>`` holds a stored result (the bytes of
 ``dump_result``, with a TTL when the entry expires); ``rows:<folder>`` is the folder's
 catalogue, a hash of one JSON row per key; ``folders`` is the set of folders catalogued;
-``lock:<folder>:<key>`` is held by the one process computing that key. A value and its row
-are written in one MULTI/EXEC transaction, so a listed entry always has its data.
+``expiring:<folder>`` orders the keys of expiring entries by expiry, so that their rows can
+be dropped once Redis has dropped their values; ``lock:<folder>:<key>`` is held by the one
+process computing that key. A value and its row are written in one MULTI/EXEC transaction,
+so a listed entry always has its data.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ FOLDERS = NAMESPACE + "folders"
 # An unreachable server is left alone this long before the next call tries it again, so a
 # dead server costs callers nothing but the warning, and a revived one is used within it.
 RETRY_AFTER = 1.0
+# Every this many expiring writes, a folder drops up to _PRUNE_BATCH rows of expired entries.
+_PRUNE_EVERY = 64
+_PRUNE_BATCH = 1000
 # A caller waiting for another process's computation looks for its value this often at most.
 _LONGEST_POLL = 0.1
 # Deletes the lock only if it is still ours: it may have expired and been taken by another.
@@ -129,7 +134,9 @@ class RedisFolder(FolderStore):
         self._folder = folder
         self._server = server
         self._rows = f"{NAMESPACE}rows:{folder}"
+        self._expiring = f"{NAMESPACE}expiring:{folder}"
         self._held: dict[str, str] = {}
+        self._expiring_writes = 0
 
     def _value(self, key: str) -> str:
         return f"{NAMESPACE}value:{self._folder}:{key}"
@@ -179,17 +186,41 @@ class RedisFolder(FolderStore):
                     px=None if expire is None else max(1, int(expire * 1000)),
                 )
                 transaction.hset(self._rows, key, json.dumps(row))
+                if expire is None:
+                    transaction.zrem(self._expiring, key)
+                else:
+                    transaction.zadd(self._expiring, {key: now + expire})
                 transaction.sadd(FOLDERS, self._folder)
                 transaction.execute()
 
         self._server.call(write)
+        if expire is not None:
+            self._expiring_writes += 1
+            if self._expiring_writes % _PRUNE_EVERY == 0:
+                self._prune()
+
+    def _prune(self) -> None:
+        """Drop the rows of entries whose TTL ran out: Redis deletes their values, not rows."""
+        due = cast(
+            list[bytes],
+            self._server.call(
+                lambda client: client.zrangebyscore(
+                    self._expiring, "-inf", time.time(), start=0, num=_PRUNE_BATCH
+                )
+            ),
+        )
+        keys = [key.decode() for key in due]
+        # Clocks differ between machines: a row goes only once Redis has dropped its value.
+        alive = self._alive(keys)
+        self.delete_keys([key for key, live in zip(keys, alive, strict=True) if not live])
 
     def delete(self, key: str) -> bool:
         def remove(client: redis.Redis) -> int:
             with client.pipeline(transaction=True) as transaction:
                 transaction.delete(self._value(key))
                 transaction.hdel(self._rows, key)
-                deleted, _ = transaction.execute()
+                transaction.zrem(self._expiring, key)
+                deleted, _, _ = transaction.execute()
             return int(deleted)
 
         return self._server.call(remove) > 0
@@ -207,7 +238,8 @@ class RedisFolder(FolderStore):
             with client.pipeline(transaction=True) as transaction:
                 transaction.delete(*map(self._value, keys))
                 transaction.hdel(self._rows, *keys)
-                deleted, _ = transaction.execute()
+                transaction.zrem(self._expiring, *keys)
+                deleted, _, _ = transaction.execute()
             return int(deleted)
 
         return self._server.call(remove)

@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS entries (
 )
 """
 
+EXPIRY_INDEX = """
+CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (folder, expires)
+WHERE expires IS NOT NULL
+"""
+
 # A function given by name matches its full module.qualname, or a tail of it after a dot.
 _FUNCTION_MATCHES = (
     "(function = :function OR substr(function, -length(:function) - 1) = '.' || :function)"
@@ -127,6 +132,16 @@ class Catalogue:
         with self._lock:
             patiently(delete)
 
+    def forget_expired(self, folder: str) -> None:
+        """Delete the rows of ``folder``'s expired entries (whose data expired first: a row's
+        expiry is stamped after its entry's)."""
+        if not self.path.exists():
+            return
+        with self._lock:
+            self._execute(
+                "DELETE FROM entries WHERE folder = ? AND expires < ?", (folder, time.time())
+            )
+
     def forget_function(self, folder: str, function: str) -> None:
         """Delete every row of ``function`` (its exact module.qualname) in ``folder``."""
         if not self.path.exists():
@@ -173,6 +188,7 @@ class Catalogue:
             # latest rows but never corrupts the file. FULL would cost an fsync per entry.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(SCHEMA)
+            connection.execute(EXPIRY_INDEX)
         except BaseException:
             connection.close()
             raise

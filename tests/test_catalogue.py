@@ -11,6 +11,7 @@ from pathlib import Path
 import diskcache
 
 from my_cache import CacheStor, SerialiseJson, TypeStorage
+from tests.helpers import wait_until
 
 
 def catalogue_rows(db_file: Path) -> list[sqlite3.Row]:
@@ -79,3 +80,30 @@ def test_a_hit_does_not_touch_the_catalogue(tmp_path: Path) -> None:
     reader.close()
     assert runs == 1
     assert not db_file.exists()
+
+
+def test_rows_of_expired_entries_are_dropped_by_later_expiring_writes(tmp_path: Path) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+
+    @stor.cache(folder="cache/short", expire=0.05)
+    def brief(n: int) -> int:
+        return n
+
+    @stor.cache(folder="cache/short", expire=600)
+    def lasting(n: int) -> int:
+        return n
+
+    def functions() -> list[str]:
+        with sqlite3.connect(tmp_path / "c.db") as catalogue:
+            rows = catalogue.execute("SELECT function FROM entries ORDER BY created").fetchall()
+        return [function.rpartition(".")[2] for (function,) in rows]
+
+    for n in range(63):
+        brief(n)
+    deadline = time.time() + 0.05
+    assert wait_until(lambda: time.time() > deadline)  # every brief entry has expired
+    assert functions() == ["brief"] * 63
+    for n in range(64):  # the folder's 64th expiring write, the first here, drops them
+        lasting(n)
+    assert functions() == ["lasting"] * 64
+    stor.close()

@@ -261,6 +261,7 @@ class DiskFolder(FolderStore):
             self._expiring_writes += 1
             if self._expiring_writes % _EXPIRE_EVERY == 0:
                 cache.expire(retry=True)
+                self._catalogue.forget_expired(self._folder)
         self._catalogue.record(self._folder, function, key, arg_string(), len(data), expire)
 
     @staticmethod

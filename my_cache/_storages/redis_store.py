@@ -209,21 +209,11 @@ class RedisFolder(FolderStore):
                 )
             ),
         )
-        keys = [key.decode() for key in due]
         # Clocks differ between machines: a row goes only once Redis has dropped its value.
-        alive = self._alive(keys)
-        self.delete_keys([key for key, live in zip(keys, alive, strict=True) if not live])
+        self._forget_gone([key.decode() for key in due])
 
     def delete(self, key: str) -> bool:
-        def remove(client: redis.Redis) -> int:
-            with client.pipeline(transaction=True) as transaction:
-                transaction.delete(self._value(key))
-                transaction.hdel(self._rows, key)
-                transaction.zrem(self._expiring, key)
-                deleted, _, _ = transaction.execute()
-            return int(deleted)
-
-        return self._server.call(remove) > 0
+        return self.delete_keys([key]) > 0
 
     def delete_function(self, function: str) -> int:
         prefix = key_prefix(function)
@@ -249,20 +239,21 @@ class RedisFolder(FolderStore):
         rows = list(self._scan_rows())
         for start in range(0, len(rows), 500):
             batch = rows[start : start + 500]
-            alive = self._alive([key for key, _ in batch])
-            dead = [key for (key, _), live in zip(batch, alive, strict=True) if not live]
-            if dead:
-                self.delete_keys(dead)
+            alive = self._forget_gone([key for key, _ in batch])
             yield from (row for row, live in zip(batch, alive, strict=True) if live)
 
-    def _alive(self, keys: list[str]) -> list[bool]:
+    def _forget_gone(self, keys: list[str]) -> list[bool]:
+        """Which of ``keys`` still have a value; the rows of the others are deleted."""
+
         def exists(client: redis.Redis) -> list[bool]:
             with client.pipeline(transaction=False) as pipeline:
                 for key in keys:
                     pipeline.exists(self._value(key))
                 return [bool(count) for count in pipeline.execute()]
 
-        return self._server.call(exists)
+        alive = self._server.call(exists)
+        self.delete_keys([key for key, live in zip(keys, alive, strict=True) if not live])
+        return alive
 
     def _scan_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
         found = self._server.call(lambda client: list(client.hscan_iter(self._rows, count=500)))

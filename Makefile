@@ -1,6 +1,9 @@
 # Every target sets up what it needs itself: a fresh clone needs only Python 3.11+ and make.
 PYTHON ?= python3
-VENV   := .venv
+# A venv per Python version (.venv-3.11, .venv-3.13, ...): `make test PYTHON=...` never reuses
+# another Python's.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+VENV   := .venv-$(or $(PYTHON_VERSION),unknown)
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
@@ -37,7 +40,7 @@ schema: $(VENV)/.dev-install
 	$(PY) -c 'import json; from my_cache.settings import settings_json_schema as s; print(json.dumps(s(), indent=2))' > config/mycache.schema.json
 
 clean:
-	rm -rf $(VENV) examples/cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* examples/cache .pytest_cache .mypy_cache .ruff_cache
 
 # Speed beside the peers; not part of `make test` (timings belong here, not in unit tests).
 bench: $(VENV)/.dev-install

@@ -38,10 +38,22 @@ CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (folder, expires)
 WHERE expires IS NOT NULL
 """
 
-# A function given by name matches its full module.qualname, or a tail of it after a dot.
-_FUNCTION_MATCHES = (
-    "(function = :function OR substr(function, -length(:function) - 1) = '.' || :function)"
+# ``function`` up to and including its last ':' (rtrim drops every other character from
+# the end), the ':' between module and qualname; '' if it has none (an older my_cache's).
+_HEAD = "rtrim(function, replace(function, ':', ''))"
+# ``function`` with that ':' written as '.', as in module.qualname.
+_DOTTED = (
+    f"(CASE {_HEAD} WHEN '' THEN function ELSE substr({_HEAD}, 1, length({_HEAD}) - 1)"
+    f" || '.' || substr(function, length({_HEAD}) + 1) END)"
 )
+# A function given by name (see Backend.entries) matches its whole module:qualname, that with
+# the ':' written as '.', or a tail of either after a '.' or ':' (``func``, ``Cls.method``).
+# The same rule as redis_store._names.
+_FUNCTION_MATCHES = f"""(
+    :function IN (function, {_DOTTED})
+    OR substr(function, -length(:function) - 1) IN ('.' || :function, ':' || :function)
+    OR substr({_DOTTED}, -length(:function) - 1) = '.' || :function
+)"""
 
 
 class Catalogue:
@@ -140,15 +152,6 @@ class Catalogue:
         with self._lock:
             self._execute(
                 "DELETE FROM entries WHERE folder = ? AND expires < ?", (folder, time.time())
-            )
-
-    def forget_function(self, folder: str, function: str) -> None:
-        """Delete every row of ``function`` (its exact module.qualname) in ``folder``."""
-        if not self.path.exists():
-            return
-        with self._lock:
-            self._execute(
-                "DELETE FROM entries WHERE folder = ? AND function = ?", (folder, function)
             )
 
     def close(self) -> None:

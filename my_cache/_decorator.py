@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from my_cache import _log
 from my_cache._flight import ThreadFlights
-from my_cache._keys import KeyFunction, function_id, local_keys, read_call_shape
+from my_cache._identity import MARKER, Identity, Target, checked_version, identify
+from my_cache._keys import KeyFunction, Normalised, RefusedCall, local_keys, read_call_shape
 from my_cache._storages.base import MISSING, FolderStore, StoreUnavailable, UnstorableResult
 from my_cache._types import CachedFunction, CacheInfo
-from my_cache.serialisers import SerialiseBin
+from my_cache.serialisers import ArgumentTypeError, Serialise, SerialiseBin
 
 if TYPE_CHECKING:
     from my_cache.cache_stor import CacheStor
@@ -28,7 +30,7 @@ class FunctionCache:
         self,
         stor: CacheStor,
         folder: str,
-        func: Callable[..., Any],
+        target: Target,
         store: Callable[[], FolderStore],
         *,
         expire: float | None,
@@ -36,33 +38,71 @@ class FunctionCache:
         version: str | int | None,
         process_local: bool,
     ) -> None:
+        self.function = target.name
+        """The function's name in logs and the catalogue: ``module:qualname``."""
         if expire is not None and not expire > 0:
-            raise ValueError(f"{func.__qualname__}: expire must be a positive number of seconds")
+            raise ValueError(f"{self.function}: expire must be a positive number of seconds")
         self.stor = stor
         self.folder = folder
-        self.function = function_id(func)
+        self.target = target
         self.store = store
         self.expire = expire
-        shape = read_call_shape(func, ignore)
-        self._normalise = shape.normalise
-        # A version is part of every key, so entries of other versions are never found.
-        self._prefix = f"{self.function}:" if version is None else f"{self.function}:v{version}:"
-        self.key: KeyFunction = self._hashed_key
-        """The store key of a call: ``module.qualname:[vVERSION:]`` and a hash of the call."""
-        if process_local and type(stor.serialiser) is SerialiseBin:
-            # marshal's keys make the same hits as SerialiseBin's in a fraction of the time,
-            # but are valid in this process only (see local_keys).
-            self.key = local_keys(shape, self._prefix, self._hashed_key) or self.key
+        self._version = checked_version(self.function, version)
+        ignored = frozenset([ignore] if isinstance(ignore, str) else ignore)
+        code = getattr(target.code_owner, "__code__", None)
+        captured = frozenset(getattr(code, "co_freevars", ()))
+        self._ignore = ignored
+        self._shape = read_call_shape(target.signature_of, ignored - captured, self.function)
+        _check_encode_takes(stor.serialiser, target.signature_of, self.function)
+        self._normalise = self._shape.normalise
+        if target.has_instance:
+            # A bound method's or callable instance's self is an argument, by value.
+            instance, unbound = (target.instance,), self._shape.normalise
+
+            def normalise_with_self(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Normalised:
+                return unbound(instance + args, kwargs)
+
+            self._normalise = normalise_with_self
+        self._process_local = process_local
+        self.identity: Identity | None = None
+        self.key: KeyFunction = self._first_key
+        """The store key of a call: the function's identity prefix and a hash of the call."""
         # Calls that got past key-making, and runs of the function: hits are the difference.
         self.calls = 0
         self.misses = 0
 
-    def _hashed_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def _first_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """At the first call, learn the function's identity and make ``key`` for good.
+
+        Not at decoration: a closure's cells (a recursive closure's own name) may be filled
+        only after it is decorated.
+        """
+        identity = self._identify()
+        prefix = identity.prefix
+        key: KeyFunction = functools.partial(self._hashed_key, prefix)
+        local = self._process_local and not self.target.has_instance
+        if local and type(self.stor.serialiser) is SerialiseBin:
+            # marshal's keys make the same hits as SerialiseBin's in a fraction of the time,
+            # but are valid in this process only (see local_keys).
+            key = local_keys(self._shape, prefix, key) or key
+        self.identity, self.key = identity, key
+        return key(args, kwargs)
+
+    def _identify(self) -> Identity:
+        return identify(
+            self.target, version=self._version, ignore=self._ignore, serialiser=self.stor.serialiser
+        )
+
+    def _hashed_key(self, prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         try:
             digest = self.stor.serialiser._call_hash(*self._normalise(args, kwargs))
+        except RefusedCall:
+            raise  # the function's own TypeError, as an undecorated call would raise it
+        except ArgumentTypeError as error:
+            raise TypeError(f"cannot cache {self.function}(): {error}{error.remedy}") from error
         except TypeError as error:
             raise TypeError(f"cannot cache {self.function}(): {error}") from error
-        return self._prefix + digest
+        return prefix + digest
 
     def lookup(self, key: str) -> Any:
         """The stored value or MISSING; a hit is logged when debug is on.
@@ -162,7 +202,7 @@ class FunctionCache:
     def clear(self) -> None:
         # Writes still in flight would land after the deletion and bring entries back.
         self.stor._writer.flush()
-        self.store().delete_function(self.function)
+        self.store().delete_function(self.identity or self._identify())
         self.calls = self.misses = 0
 
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -176,12 +216,29 @@ class FunctionCache:
         def invalidate(*args: P.args, **kwargs: P.kwargs) -> bool:
             return self.invalidate(args, kwargs)
 
-        functools.update_wrapper(wrapper, func)
+        # A callable instance's attributes are its state, not the wrapper's.
+        copied = () if self.target.has_instance and func is self.target.instance else ("__dict__",)
+        functools.update_wrapper(wrapper, func, updated=copied)
         controlled = cast(Any, wrapper)
+        setattr(controlled, MARKER, self.target)
         controlled.cache_info = self.info
         controlled.cache_clear = self.clear
         controlled.invalidate = invalidate
         return cast(CachedFunction[P, R], controlled)
+
+
+def _check_encode_takes(serialiser: Serialise, func: Callable[..., Any], name: str) -> None:
+    """TypeError at decoration if a parameter of ``func`` would collide with a named parameter
+    of a custom serialiser's ``encode`` (``encode(self, *args, **kwargs)`` without the ``/``)."""
+    encode = inspect.signature(type(serialiser).encode).parameters.values()
+    named = {p.name for p in encode if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    clashes = named & inspect.signature(func).parameters.keys()
+    if clashes:
+        raise TypeError(
+            f"{name}: its parameter {sorted(clashes)[0]!r} collides with "
+            f"{type(serialiser).__qualname__}.encode's own; declare it "
+            "encode(self, /, *args, **kwargs)"
+        )
 
 
 def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[P, R]:

@@ -21,9 +21,8 @@ KeyFunction = Callable[[tuple[Any, ...], dict[str, Any]], str]
 _P = inspect.Parameter
 
 
-def function_id(func: Callable[..., Any]) -> str:
-    """The name a function's entries are stored under: ``module.qualname``."""
-    return f"{func.__module__}.{func.__qualname__}"
+class RefusedCall(TypeError):
+    """A call the function itself would refuse, worded as Python words it."""
 
 
 class CallShape(NamedTuple):
@@ -47,19 +46,20 @@ class CallShape(NamedTuple):
 
 def make_normaliser(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Normaliser:
     """``normalise`` for calls of ``func``: see ``CallShape.normalise``."""
-    return read_call_shape(func, ignore).normalise
+    return read_call_shape(func, ignore, func.__qualname__).normalise
 
 
-def read_call_shape(func: Callable[..., Any], ignore: Iterable[str] = ()) -> CallShape:
-    """Read ``func``'s signature once and return how to normalise its calls."""
+def read_call_shape(func: Callable[..., Any], ignore: Iterable[str], name: str) -> CallShape:
+    """Read ``func``'s signature once and return how to normalise its calls; ``name`` is the
+    function's name in error messages."""
     signature = inspect.signature(func)
     params = list(signature.parameters.values())
     ignored = frozenset([ignore] if isinstance(ignore, str) else ignore)
     unknown = ignored - signature.parameters.keys()
     if unknown:
         raise ValueError(
-            f"{func.__qualname__}() has no parameter {', '.join(map(repr, sorted(unknown)))} "
-            "to ignore"
+            f"{name}() has no parameter or captured variable "
+            f"{', '.join(map(repr, sorted(unknown)))} to ignore"
         )
     positional_only = tuple(p.name for p in params if p.kind is _P.POSITIONAL_ONLY)
     positional_or_keyword = tuple(p.name for p in params if p.kind is _P.POSITIONAL_OR_KEYWORD)
@@ -85,14 +85,14 @@ def read_call_shape(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Cal
     )
     has_fast_path = not positional_only and not keyword_only
     position = {name: index for index, name in enumerate(positional)}
-    qualname = func.__qualname__
+    refuser = _refuser(func, signature)
 
     def refuse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> TypeError:
         try:
-            signature.bind(*args, **kwargs)
+            refuser(*args, **kwargs)
         except TypeError as error:
-            return TypeError(f"{qualname}() {error}")
-        return TypeError(f"{qualname}() cannot take these arguments")  # pragma: no cover
+            return RefusedCall(str(error))
+        return RefusedCall(f"{name}() cannot take these arguments")  # pragma: no cover
 
     def normalise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Normalised:
         if has_fast_path and not kwargs and len(args) == n_positional:
@@ -132,6 +132,29 @@ def read_call_shape(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Cal
 
     flat_arity = n_positional if has_fast_path and not ignored else None
     return CallShape(normalise, flatten, flat_arity)
+
+
+def _refuser(func: Callable[..., Any], signature: inspect.Signature) -> Callable[..., None]:
+    """A function that does nothing, with ``func``'s parameters and name: a call ``func``
+    refuses raises from it the TypeError Python words for ``func``, in every version.
+    (Calling ``func`` itself would also run it when the normaliser is wrong.)"""
+    # Only which parameters have defaults changes the wording, not the defaults' values.
+    stand_in = signature.replace(
+        parameters=[
+            p.replace(annotation=_P.empty, default=None if p.default is not _P.empty else _P.empty)
+            for p in signature.parameters.values()
+        ],
+        return_annotation=inspect.Signature.empty,
+    )
+    namespace: dict[str, Any] = {}
+    exec(f"def refuser{stand_in}: pass", namespace)  # its text holds parameter names only
+    refuser: Callable[..., None] = namespace["refuser"]
+    code = getattr(func, "__code__", None)
+    refuser.__name__ = getattr(func, "__name__", "function")
+    refuser.__qualname__ = str(
+        getattr(code, "co_qualname", None) or getattr(func, "__qualname__", refuser.__name__)
+    )
+    return refuser
 
 
 # marshal's version 2 writes no back-references, so equal values give equal bytes whatever

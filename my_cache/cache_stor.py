@@ -7,10 +7,11 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from my_cache._async_decorator import async_wrapper
 from my_cache._decorator import FunctionCache, sync_wrapper
+from my_cache._identity import Target, take_apart
 from my_cache._storages import BACKENDS
 from my_cache._storages.base import Backend, FolderStore
 from my_cache._threads import StartedPool
@@ -87,21 +88,28 @@ class CacheStor:
         Args:
             expire: seconds an entry lives (an expired entry is a miss); default: the
                 ``expire`` setting, which by default is no expiry.
-            ignore: names of parameters left out of the key (a verbosity flag, ``self``).
-            version: part of every key: change it and the function's old entries are never
-                found again.
+            ignore: names of parameters left out of the key (a verbosity flag, ``self``), or
+                of variables a closure captures that never change its result.
+            version: pins the function's identity instead of its code: entries stay valid
+                across edits of its code until the version changes (see "Which function is
+                this?" in the README).
+
+        Decorates functions, methods (``self`` is an argument, by value), static and class
+        methods, ``functools.partial`` objects, classes, and callable instances.
         """
         path = self._stores.backend.folder_name(_folder_path(folder))
 
+        @_through_descriptors
         def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-            if inspect.iscoroutinefunction(func):
+            target = take_apart(func)
+            if _is_async(target):
                 raise TypeError(
-                    f"{func.__qualname__} is a coroutine function: decorate it with cache_async"
+                    f"{target.name} is a coroutine function: decorate it with cache_async"
                 )
             cached = FunctionCache(
                 self,
                 path,
-                func,
+                target,
                 functools.partial(self._stores.open, path),
                 expire=expire,
                 ignore=ignore,
@@ -131,18 +139,20 @@ class CacheStor:
         """
         path = self._open_persistent_stores().backend.folder_name(_folder_path(folder))
 
+        @_through_descriptors
         def decorate(
             func: Callable[P, Coroutine[Any, Any, R]],
         ) -> CachedFunction[P, Coroutine[Any, Any, R]]:
-            if not inspect.iscoroutinefunction(func):
+            target = take_apart(func)
+            if not _is_async(target):
                 raise TypeError(
-                    f"{getattr(func, '__qualname__', func)!r} is not an async function: "
+                    f"{target.name} is not an async function: "
                     "cache_async decorates only `async def` functions; use cache"
                 )
             cached = FunctionCache(
                 self,
                 path,
-                func,
+                target,
                 lambda: self._open_persistent_stores().open(path),
                 expire=expire,
                 ignore=ignore,
@@ -255,6 +265,28 @@ def _serialiser_instance(serialiser: object) -> Serialise | None:
     raise TypeError(
         "CacheStor: serialiser must be a Serialise instance or subclass, or one of "
         f"{', '.join(map(repr, SERIALISERS))}; got {serialiser!r}"
+    )
+
+
+D = TypeVar("D", bound=Callable[..., Any])
+
+
+def _through_descriptors(decorate: D) -> D:
+    """``decorate`` that also takes a staticmethod or classmethod object (``@cache`` written
+    above ``@staticmethod``): it decorates the function inside and wraps the result alike."""
+
+    @functools.wraps(decorate)
+    def decorate_any(func: Any) -> Any:
+        if isinstance(func, staticmethod | classmethod):
+            return type(func)(decorate(func.__func__))
+        return decorate(func)
+
+    return cast(D, decorate_any)
+
+
+def _is_async(target: Target) -> bool:
+    return inspect.iscoroutinefunction(target.call) or inspect.iscoroutinefunction(
+        target.signature_of
     )
 
 

@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 
 import click
 
+from my_cache._identity import stale_keys
 from my_cache._storages.base import Backend, Entry, StoreUnavailable
 from my_cache.cache_stor import CacheStor
 from my_cache.settings import CONFIG_ENV_VAR
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-COLUMNS = ("FOLDER", "FUNCTION", "KEY", "ARGUMENTS", "SIZE", "CREATED")
+COLUMNS = ("FOLDER", "FUNCTION", "KEY", "ARGUMENTS", "SIZE", "CREATED", "STALE")
 # The columns shortened first, in this order, when a table is wider than the terminal.
 SHRINKABLE = ("KEY", "ARGUMENTS", "FOLDER", "FUNCTION")
 
@@ -45,7 +46,15 @@ def settings_options(command: F) -> F:
 
 def selection_options(command: F) -> F:
     command = click.option(
-        "--function", help="Only this function: its full module.qualname, or its name."
+        "--stale",
+        is_flag=True,
+        help="Only stale entries: written by other code than the newest entry of their "
+        "function in their folder (the function was edited since), or by an older my_cache.",
+    )(command)
+    command = click.option(
+        "--function",
+        help="Only this function: its name (module:qualname, also written module.qualname) "
+        "or the end of it after a '.' or ':' (func, Cls.method).",
     )(command)
     return click.option(
         "--folder",
@@ -65,14 +74,24 @@ def open_backend(db_file: str | None, config: str | None) -> Backend:
 
 
 def select(
-    db_file: str | None, config: str | None, folder: str | None, function: str | None
-) -> tuple[Backend, list[Entry]]:
-    """The backend, and its live entries of ``folder`` and ``function`` (None: all)."""
+    db_file: str | None,
+    config: str | None,
+    folder: str | None,
+    function: str | None,
+    *,
+    only_stale: bool = False,
+) -> tuple[Backend, list[Entry], set[tuple[str, str]]]:
+    """The backend, its live entries of ``folder`` and ``function`` (None: all), only the
+    stale ones if ``only_stale``, and the ``(folder, key)`` of those that are stale."""
     backend = open_backend(db_file, config)
     with reachable():
-        return backend, backend.entries(
-            None if folder is None else backend.folder_name(folder), function
-        )
+        entries = backend.entries(None if folder is None else backend.folder_name(folder), function)
+    # Staleness compares the entries of one function in one folder, and a selection by folder
+    # or function keeps all of those or none.
+    stale = stale_keys(entries)
+    if only_stale:
+        entries = [entry for entry in entries if (entry.folder, entry.key) in stale]
+    return backend, entries, stale
 
 
 @contextlib.contextmanager
@@ -94,12 +113,21 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, an object per entry.")
 @settings_options
 def list_entries(
-    folder: str | None, function: str | None, as_json: bool, db_file: str | None, config: str | None
+    folder: str | None,
+    function: str | None,
+    stale: bool,
+    as_json: bool,
+    db_file: str | None,
+    config: str | None,
 ) -> None:
-    """One row per entry: folder, function, key, arguments, size, creation time."""
-    _, entries = select(db_file, config, folder, function)
+    """One row per entry: folder, function, key, arguments, size, creation time, and whether
+    it is stale (see --stale; `mycache clear --stale` deletes those)."""
+    _, entries, stale_ones = select(db_file, config, folder, function, only_stale=stale)
     if as_json:
-        click.echo(json.dumps([asdict(entry) for entry in entries], ensure_ascii=False, indent=2))
+        objects = [
+            {**asdict(entry), "stale": (entry.folder, entry.key) in stale_ones} for entry in entries
+        ]
+        click.echo(json.dumps(objects, ensure_ascii=False, indent=2))
         return
     if not entries:
         click.echo("no entries", err=True)
@@ -112,6 +140,7 @@ def list_entries(
             entry.arg_string,
             str(entry.size),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)),
+            "yes" if (entry.folder, entry.key) in stale_ones else "",
         )
         for entry in entries
     ]
@@ -123,7 +152,7 @@ def list_entries(
 @settings_options
 def stats(db_file: str | None, config: str | None) -> None:
     """Entries and bytes per folder, and in total."""
-    _, entries = select(db_file, config, None, None)
+    _, entries, _ = select(db_file, config, None, None)
     per_folder: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
     for entry in entries:
         per_folder[entry.folder][0] += 1
@@ -138,15 +167,22 @@ def stats(db_file: str | None, config: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Delete without asking.")
 @settings_options
 def clear(
-    folder: str | None, function: str | None, yes: bool, db_file: str | None, config: str | None
+    folder: str | None,
+    function: str | None,
+    stale: bool,
+    yes: bool,
+    db_file: str | None,
+    config: str | None,
 ) -> None:
-    """Delete entries (their data and catalogue rows): all, or those of a folder or function."""
-    backend, entries = select(db_file, config, folder, function)
+    """Delete entries (their data and catalogue rows): all, or those of a folder or function,
+    or only the stale ones."""
+    backend, entries, _ = select(db_file, config, folder, function, only_stale=stale)
     if not entries:
         click.echo("nothing to delete")
         return
     size = sum(entry.size for entry in entries)
-    question = f"Delete {len(entries)} entries ({size} bytes)?"
+    what = f"{len(entries)} {'stale ' if stale else ''}entries ({size} bytes)"
+    question = f"Delete {what}?"
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException(
@@ -156,7 +192,7 @@ def clear(
         click.confirm(question, abort=True)
     with reachable():
         deleted = backend.delete_entries(entries)
-    click.echo(f"deleted {deleted} entries ({size} bytes)")
+    click.echo(f"deleted {deleted} {'stale ' if stale else ''}entries ({size} bytes)")
 
 
 def table(

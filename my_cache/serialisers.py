@@ -28,10 +28,12 @@ class Serialise(ABC):
 
     ``encode`` must give the same hash for equivalent arguments in every process and different
     hashes for different arguments; it raises TypeError for an argument it cannot represent.
+    Declare it ``encode(self, /, *args, **kwargs)``: the ``/`` lets a cached function have a
+    parameter named ``self``.
     """
 
     @abstractmethod
-    def encode(self, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    def encode(self, /, *args: Any, **kwargs: Any) -> tuple[str, str]:
         """Return ``(arg_string, hash)``: a description of the arguments, and their hash."""
 
     def _call_hash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -45,7 +47,7 @@ class Serialise(ABC):
 class _CanonicalSerialise(Serialise):
     """A serialiser that hashes the bytes of one canonical dump of the arguments."""
 
-    def encode(self, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    def encode(self, /, *args: Any, **kwargs: Any) -> tuple[str, str]:
         sorted_kwargs = dict(sorted(kwargs.items()))
         data = self._checked_dump(args, sorted_kwargs)
         return self._arg_string(args, sorted_kwargs, data), _digest(data)
@@ -70,14 +72,21 @@ class _CanonicalSerialise(Serialise):
         self, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception
     ) -> TypeError:
         """A TypeError naming this serialiser and the first argument it cannot represent."""
-        named = [(f"positional argument {i}", value) for i, value in enumerate(args)]
-        named += [(f"argument {name!r}", value) for name, value in kwargs.items()]
-        label, value = "the arguments", (args, kwargs)
-        for candidate_label, candidate in named:
+        named: list[tuple[str, str | None, Any]] = [
+            (f"positional argument {i}", None, value) for i, value in enumerate(args)
+        ]
+        named += [(f"argument {name!r}", name, value) for name, value in kwargs.items()]
+        label, parameter, value = "the arguments", None, (args, kwargs)
+        for candidate_label, candidate_parameter, candidate in named:
             try:
                 self._dump((candidate,), {})
             except Exception as own_error:
-                label, value, error = candidate_label, candidate, own_error
+                label, parameter, value, error = (
+                    candidate_label,
+                    candidate_parameter,
+                    candidate,
+                    own_error,
+                )
                 break
         if isinstance(error, RecursionError):
             reason = "it is recursive or nested too deeply"
@@ -86,9 +95,28 @@ class _CanonicalSerialise(Serialise):
             reason = f"it holds a value of type {held}, which {error.format} cannot hold"
         else:
             reason = f"{type(error).__name__}: {error}"
-        return TypeError(
+        return ArgumentTypeError(
             f"{type(self).__name__} cannot represent {label} "
-            f"({type(value).__qualname__}): {reason}"
+            f"({type(value).__qualname__}): {reason}",
+            parameter,
+        )
+
+
+class ArgumentTypeError(TypeError):
+    """An argument the serialiser cannot represent; ``parameter`` names it when it was
+    passed by name (every parameter is, once a call is normalised)."""
+
+    def __init__(self, message: str, parameter: str | None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    @property
+    def remedy(self) -> str:
+        if self.parameter is None:
+            return ""
+        return (
+            f". If it never changes the result, leave it out of the key with "
+            f"ignore=[{self.parameter!r}]"
         )
 
 

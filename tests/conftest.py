@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,8 +61,11 @@ def run_python(tmp_path: Path) -> RunPython:
         env: dict[str, str] | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        script = tmp_path / f"script_{time.monotonic_ns()}.py"
-        script.write_text(textwrap.dedent(source))
+        # Named by its text: the same program run twice is the same program (a script's
+        # functions are named by its path), two programs are two.
+        text = textwrap.dedent(source)
+        script = tmp_path / f"script_{hashlib.sha256(text.encode()).hexdigest()[:12]}.py"
+        script.write_text(text)
         full_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
         result = subprocess.run(
             [sys.executable, str(script), *args],

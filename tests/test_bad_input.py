@@ -28,9 +28,10 @@ def test_an_argument_the_serialiser_cannot_encode(tmp_path: Path, serialiser: ty
     with pytest.raises(TypeError) as raised:
         handle(threading.Lock())
     message = str(raised.value)
-    assert f"{__name__}.test_an_argument_the_serialiser_cannot_encode.<locals>.handle()" in message
+    assert f"{__name__}:test_an_argument_the_serialiser_cannot_encode.<locals>.handle()" in message
     assert "argument 'request'" in message
     assert serialiser.__name__ in message
+    assert "ignore=['request']" in message
 
 
 @pytest.mark.parametrize("type_storage", [TypeStorage.IN_MEMORY, TypeStorage.IN_DISK])
@@ -56,7 +57,7 @@ def test_a_generator_result_is_returned_not_cached(tmp_path: Path, type_storage:
 def test_a_lock_result_on_disk_is_returned_not_cached(disk_stor: CacheStor) -> None:
     lock = threading.Lock()
 
-    @disk_stor.cache(folder="cache/lock")
+    @disk_stor.cache(folder="cache/lock", ignore=["lock"])
     def get_lock() -> Any:
         return lock
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import sqlite3
 import time
 from pathlib import Path
 
 import diskcache
+import pytest
 
 from my_cache import CacheStor, SerialiseJson, TypeStorage
+from my_cache._catalogue import Catalogue
 from tests.helpers import wait_until
 
 
@@ -39,8 +42,11 @@ def test_every_stored_entry_has_a_row(tmp_path: Path) -> None:
     assert len(rows) == 2
     first = rows[0]
     assert first["folder"] == str(tmp_path / "cache" / "example")
-    assert first["function"] == f"{__name__}.test_every_stored_entry_has_a_row.<locals>.example"
-    assert first["key"].startswith(first["function"] + ":")
+    assert first["function"] == f"{__name__}:test_every_stored_entry_has_a_row.<locals>.example"
+    # The function's name, its revision (a hash of its code), its variant, the call's hash.
+    assert re.fullmatch(
+        re.escape(first["function"]) + r":c[0-9a-f]{16}:[0-9a-f]{16}:[0-9a-f]+", first["key"]
+    )
     assert json.loads(first["arg_string"]) == {
         "args": [],
         "kwargs": {"param1": "param2", "param2": False, "param3": True},
@@ -70,13 +76,14 @@ def test_a_hit_does_not_touch_the_catalogue(tmp_path: Path) -> None:
         runs += 1
         return n * n
 
+    # The count of runs it keeps is no part of what it computes.
     writer = make_stor()
-    assert writer.cache(folder="cache/sq")(square)(4) == 16
+    assert writer.cache(folder="cache/sq", ignore=["runs"])(square)(4) == 16
     writer.close()
     db_file.unlink()
 
     reader = make_stor()
-    assert reader.cache(folder="cache/sq")(square)(4) == 16
+    assert reader.cache(folder="cache/sq", ignore=["runs"])(square)(4) == 16
     reader.close()
     assert runs == 1
     assert not db_file.exists()
@@ -107,3 +114,55 @@ def test_rows_of_expired_entries_are_dropped_by_later_expiring_writes(tmp_path: 
         lasting(n)
     assert functions() == ["lasting"] * 64
     stor.close()
+
+
+# Names as the catalogue holds them (module:qualname; a script's by its path; the last one
+# written by an older my_cache), and what `--function NAME` selects of them.
+NAMES = (
+    "pkg.a:Cls.method",
+    "pkg.a:func",
+    "pkg.ab:func",
+    "tests.test_x:f.<locals>.g",
+    "/tmp/x/script_ab12.py:square",
+    "C:\\work\\s.py:square",
+    "old.mod.func",
+)
+SELECTED_BY = {
+    "pkg.a:Cls.method": {"pkg.a:Cls.method"},
+    "pkg.a.Cls.method": {"pkg.a:Cls.method"},  # the ':' written as '.'
+    "a.Cls.method": {"pkg.a:Cls.method"},
+    "a:Cls.method": {"pkg.a:Cls.method"},
+    "Cls.method": {"pkg.a:Cls.method"},
+    "method": {"pkg.a:Cls.method"},
+    "func": {"pkg.a:func", "pkg.ab:func", "old.mod.func"},
+    "pkg.a.func": {"pkg.a:func"},
+    "a.func": {"pkg.a:func"},
+    "mod.func": {"old.mod.func"},
+    "old.mod.func": {"old.mod.func"},
+    "f.<locals>.g": {"tests.test_x:f.<locals>.g"},
+    "tests.test_x.f.<locals>.g": {"tests.test_x:f.<locals>.g"},
+    "g": {"tests.test_x:f.<locals>.g"},
+    "square": {"/tmp/x/script_ab12.py:square", "C:\\work\\s.py:square"},
+    "/tmp/x/script_ab12.py:square": {"/tmp/x/script_ab12.py:square"},
+    "/tmp/x/script_ab12.py.square": {"/tmp/x/script_ab12.py:square"},
+    "C:\\work\\s.py.square": {"C:\\work\\s.py:square"},  # only the last ':' separates
+    # Never a part of a word, a module alone, or a class alone.
+    "unc": set(),
+    "b:func": set(),
+    "pkg.a": set(),
+    "pkg": set(),
+    "Cls": set(),
+    "": set(),
+    "%": set(),
+    "_": set(),
+}
+
+
+@pytest.mark.parametrize("name", SELECTED_BY)
+def test_a_function_is_selected_by_its_name_or_the_end_of_it(tmp_path: Path, name: str) -> None:
+    catalogue = Catalogue(tmp_path / "catalogue.db")
+    for n, function in enumerate(NAMES):
+        catalogue.record("folder", function, f"{function}:c{n:016x}:key", "", 1, None)
+    selected = {entry.function for entry in catalogue.entries(None, name)}
+    catalogue.close()
+    assert selected == SELECTED_BY[name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from my_cache import CacheStor
+from tests.conftest import RunPython
 
 MYCACHE = str(Path(sys.executable).parent / "mycache")
 LONG_NAME = "x" * 300
@@ -77,16 +81,32 @@ def ls_json(cwd: Path, *args: str) -> list[dict[str, Any]]:
     return entries
 
 
+def of_fill(cwd: Path, qualname: str) -> str:
+    """The name of a function of FILL, as run in ``cwd``: its script's real path and qualname."""
+    (script,) = cwd.glob("script_*.py")
+    return f"{os.path.realpath(script)}:{qualname}"
+
+
+def key_pattern(name: str) -> re.Pattern[str]:
+    """Keys of ``name``'s entries: its name, revision (of its code), variant, call hash."""
+    return re.compile(re.escape(name) + r":c[0-9a-f]{16}:[0-9a-f]{16}:[0-9a-f]+")
+
+
 def test_ls_prints_one_whole_row_per_entry_when_piped(filled: Path) -> None:
     result = mycache("ls", cwd=filled)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["FOLDER", "FUNCTION", "KEY", "ARGUMENTS", "SIZE", "CREATED"]
+    assert header.split() == ["FOLDER", "FUNCTION", "KEY", "ARGUMENTS", "SIZE", "CREATED", "STALE"]
     assert len(rows) == 6
     assert any(f'{{"args":[],"kwargs":{{"name":"{LONG_NAME}"}}}}' in row for row in rows)
     squares = str(filled / "cache" / "squares")
-    assert any(squares in row and "__main__.square" in row for row in rows)
+    square = of_fill(filled, "square")
+    # KEY shows what follows the function's name: revision, variant and call hash.
+    shown = [row.split()[:3] for row in rows if row.startswith(squares)]
+    assert [(folder, function) for folder, function, _ in shown] == [(squares, square)] * 3
+    assert all(key_pattern(square).fullmatch(f"{square}:{key}") for _, _, key in shown)
     assert "…" not in result.stdout
+    assert not any(row.endswith("yes") for row in rows)  # nothing is stale
 
 
 def test_ls_json_lists_every_field(filled: Path) -> None:
@@ -94,19 +114,32 @@ def test_ls_json_lists_every_field(filled: Path) -> None:
     assert len(entries) == 6
     square = next(e for e in entries if json.loads(e["arg_string"])["kwargs"] == {"n": 2})
     assert square["folder"] == str(filled / "cache" / "squares")
-    assert square["function"] == "__main__.square"
-    assert square["key"].startswith("__main__.square:")
+    assert square["function"] == of_fill(filled, "square")
+    assert key_pattern(square["function"]).fullmatch(square["key"])
     assert square["size"] > 0
     assert square["expires"] is None
-    assert set(square) == {"folder", "function", "key", "arg_string", "size", "created", "expires"}
+    assert square["stale"] is False
+    assert set(square) == {
+        "folder",
+        "function",
+        "key",
+        "arg_string",
+        "size",
+        "created",
+        "expires",
+        "stale",
+    }
 
 
 def test_ls_selects_by_folder_and_function(filled: Path) -> None:
     assert len(ls_json(filled, "--folder", "cache/squares")) == 3
     assert len(ls_json(filled, "--folder", "cache/greetings")) == 3
     assert len(ls_json(filled, "--function", "greet")) == 2
-    assert len(ls_json(filled, "--function", "__main__.shout")) == 1
+    shout = of_fill(filled, "shout")
+    assert len(ls_json(filled, "--function", shout)) == 1
+    assert len(ls_json(filled, "--function", shout.replace(":shout", ".shout"))) == 1
     assert ls_json(filled, "--function", "gree") == []
+    assert ls_json(filled, "--function", "__main__.shout") == []
     assert len(ls_json(filled, "--folder", "cache/greetings", "--function", "shout")) == 1
 
 
@@ -137,7 +170,9 @@ def test_clear_with_yes_deletes_data_and_rows(filled: Path, run_python: Any) -> 
     result = mycache("clear", "--function", "square", "--yes", cwd=filled)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("deleted 3 entries")
-    assert [e["function"] for e in ls_json(filled)] == ["__main__.greet"] * 2 + ["__main__.shout"]
+    assert [e["function"] for e in ls_json(filled)] == [of_fill(filled, "greet")] * 2 + [
+        of_fill(filled, "shout")
+    ]
     rerun = run_python(FILL)
     assert rerun.stdout.splitlines() == ["square 1", "square 2", "square 3"]
 
@@ -159,7 +194,7 @@ def test_clear_asks_on_a_terminal(filled: Path) -> None:
     os.write(controller, b"y\n")
     assert process.wait(timeout=60) == 0
     os.close(controller)
-    assert [e["function"] for e in ls_json(filled)] == ["__main__.square"] * 3
+    assert [e["function"] for e in ls_json(filled)] == [of_fill(filled, "square")] * 3
 
 
 def test_python_dash_m_and_explicit_config_and_db_file(filled: Path, tmp_path_factory: Any) -> None:
@@ -185,7 +220,9 @@ def test_python_dash_m_and_explicit_config_and_db_file(filled: Path, tmp_path_fa
 
 def test_entries_whose_data_is_gone_are_not_listed(filled: Path) -> None:
     shutil.rmtree(filled / "cache" / "squares")
-    assert [e["function"] for e in ls_json(filled)] == ["__main__.greet"] * 2 + ["__main__.shout"]
+    assert [e["function"] for e in ls_json(filled)] == [of_fill(filled, "greet")] * 2 + [
+        of_fill(filled, "shout")
+    ]
 
 
 def test_an_invalid_setting_is_reported_with_its_source(filled: Path) -> None:
@@ -193,3 +230,165 @@ def test_an_invalid_setting_is_reported_with_its_source(filled: Path) -> None:
     assert result.returncode == 1
     assert "environment variable MYCACHE_TYPE_STORAGE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+SHAPES = """
+from my_cache import CacheStor
+
+cache_stor = CacheStor()  # settings from ./mycache.toml or MYCACHE_*
+
+
+class Box:
+    @cache_stor.cache(folder="cache/shapes")
+    def area(self, side):
+        return side * side
+
+
+@cache_stor.cache(folder="cache/shapes")
+def area(side):
+    return side * side
+"""
+
+USE_SHAPES = """
+    import shapes
+
+    print(shapes.Box().area(2), shapes.area(3))
+"""
+
+
+def test_function_is_chosen_by_its_name_or_the_end_of_it(
+    tmp_path: Path, run_python: RunPython
+) -> None:
+    (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    assert run_python(USE_SHAPES).stdout == "4 9\n"
+
+    def functions(name: str) -> list[str]:
+        return sorted(entry["function"] for entry in ls_json(tmp_path, "--function", name))
+
+    assert functions("") == []
+    for name in ("shapes:Box.area", "shapes.Box.area", "Box.area"):
+        assert functions(name) == ["shapes:Box.area"], name
+    for name in ("shapes:area", "shapes.area"):
+        assert functions(name) == ["shapes:area"], name
+    assert functions("area") == ["shapes:Box.area", "shapes:area"]
+    for name in ("rea", "Box", "shapes", "hapes.area", "s:area"):
+        assert functions(name) == [], name
+    cleared = mycache("clear", "--function", "shapes.Box.area", "--yes", cwd=tmp_path)
+    assert cleared.stdout.startswith("deleted 1 entries"), cleared.stderr
+    assert functions("area") == ["shapes:area"]
+
+
+# A module that a program imports: its function can be edited between runs of one program,
+# as a user edits their code (a script's own functions would be another script's once edited).
+WORK = """
+from my_cache import CacheStor
+
+cache_stor = CacheStor()  # settings from ./mycache.toml or MYCACHE_*
+
+
+@cache_stor.cache(folder={folder!r})
+def square(n):
+    print("square", n)
+    return {body}
+"""
+
+USE_WORK = """
+    import sys
+    import work
+
+    print(*(work.square(int(n)) for n in sys.argv[1:]))
+"""
+
+# Without .pyc files, an edit within the same second as the last import is always seen.
+NO_PYC = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_work(
+    cwd: Path, run_python: RunPython, body: str, *numbers: int, folder: str = "cache/squares"
+) -> list[str]:
+    """Run a program calling ``work.square`` (returning ``body``, cached under ``folder``) on
+    ``numbers``; its output lines."""
+    (cwd / "work.py").write_text(WORK.format(body=body, folder=folder))
+    return run_python(USE_WORK, args=tuple(map(str, numbers)), env=NO_PYC).stdout.splitlines()
+
+
+def write_as_an_older_my_cache(folder: str) -> str:
+    """An entry of ``work.square`` under ``folder`` with a key in the format of my_cache before
+    functions had revisions (``module.qualname:<hash of the call>``); its key."""
+    key = "work.square:" + "0123456789abcdef" * 2
+    stor = CacheStor()  # the settings mycache uses, from the working directory
+    try:
+        stores = stor._open_persistent_stores()
+        store = stores.open(stores.backend.folder_name(folder))
+        store.set(key, 16, function="work.square", arg_string=lambda: "4", expire=None)
+    finally:
+        stor.close()
+    return key
+
+
+def check_stale_entries_are_listed_and_cleared(cwd: Path, run_python: RunPython) -> None:
+    """Entries of edited code and of an older my_cache are stale: ``ls`` says so, and
+    ``clear --stale`` deletes them and nothing else."""
+    assert run_work(cwd, run_python, "n * n", 1, 2, 3) == [
+        "square 1",
+        "square 2",
+        "square 3",
+        "1 4 9",
+    ]
+    legacy = write_as_an_older_my_cache("cache/squares")
+    before = {e["key"]: e["stale"] for e in ls_json(cwd)}
+    assert before == {**{key: False for key in before if key != legacy}, legacy: True}
+    assert len(before) == 4
+
+    # The function is edited: the same calls are computed again, by the new code.
+    assert run_work(cwd, run_python, "n * n + 1", 1, 2) == ["square 1", "square 2", "2 5"]
+    after = ls_json(cwd)
+    stale = {e["key"] for e in after if e["stale"]}
+    current = {e["key"] for e in after if not e["stale"]}
+    assert stale == set(before) and len(current) == 2
+    assert {e["function"] for e in after} == {"work:square", "work.square"}
+    assert {e["key"] for e in ls_json(cwd, "--stale")} == stale
+    assert {e["key"] for e in ls_json(cwd, "--stale", "--function", "work.square")} == stale
+    table = mycache("ls", cwd=cwd).stdout.splitlines()
+    assert table[0].split()[-1] == "STALE"
+    assert sorted(row.split()[-1] == "yes" for row in table[1:]) == [False] * 2 + [True] * 4
+    listed = mycache("ls", "--stale", cwd=cwd).stdout.splitlines()
+    assert len(listed) == 5 and all(row.endswith("yes") for row in listed[1:])
+
+    refused = mycache("clear", "--stale", cwd=cwd)
+    assert refused.returncode == 1
+    assert "Delete 4 stale entries" in refused.stderr and "--yes" in refused.stderr
+    cleared = mycache("clear", "--stale", "--yes", cwd=cwd)
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.startswith("deleted 4 stale entries")
+    assert sorted((e["key"], e["stale"]) for e in ls_json(cwd)) == [
+        (key, False) for key in sorted(current)
+    ]
+    assert mycache("clear", "--stale", "--yes", cwd=cwd).stdout == "nothing to delete\n"
+
+    # The current entries still hit; the other calls run the current code.
+    assert run_work(cwd, run_python, "n * n + 1", 1, 2, 3) == ["square 3", "2 5 10"]
+
+
+def test_stale_entries_on_disk_are_listed_and_cleared(
+    tmp_path: Path, run_python: RunPython
+) -> None:
+    (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
+    check_stale_entries_are_listed_and_cleared(tmp_path, run_python)
+
+
+def test_stale_is_judged_per_function_in_each_folder(tmp_path: Path, run_python: RunPython) -> None:
+    (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
+    run_work(tmp_path, run_python, "n * n", 1, folder="cache/a")
+    # Later writes of other code of the function in another folder, and of another function
+    # in the same folder, leave these entries current.
+    run_work(tmp_path, run_python, "n * n + 1", 1, folder="cache/b")
+    (tmp_path / "shapes.py").write_text(SHAPES.replace("cache/shapes", "cache/a"))
+    run_python(USE_SHAPES)
+    assert [e["stale"] for e in ls_json(tmp_path)] == [False] * 4
+    assert mycache("clear", "--stale", "--yes", cwd=tmp_path).stdout == "nothing to delete\n"
+    # Other code of the function in the same folder makes them stale.
+    run_work(tmp_path, run_python, "n * n + 2", 1, folder="cache/a")
+    stale = [e["function"] for e in ls_json(tmp_path, "--stale", "--folder", "cache/a")]
+    assert stale == ["work:square"]

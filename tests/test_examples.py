@@ -40,14 +40,16 @@ def test_simple_use_cache_computes_once_then_reads_the_disk(tmp_path: Path) -> N
 def test_config_driven_takes_everything_from_mycache_toml(tmp_path: Path) -> None:
     shutil.copy(ROOT / "mycache.toml", tmp_path)
     result = run_example("config_driven.py", tmp_path, MYCACHE_IS_DEBUG_LOG="1")
+    script = (ROOT / "examples" / "config_driven.py").resolve()
     assert result.stdout.splitlines() == [
         "CacheStor(db_file='cache/my.db', type_storage=TypeStorage.IN_DISK, "
         "is_debug_log=True, serialiser=SerialiseJson)",
         "computing square(2)",
         "computing square(3)",
         "[4, 9, 4, 9]",
-        'catalogued: __main__.square {"args":[],"kwargs":{"n":2}} (12 bytes)',
-        'catalogued: __main__.square {"args":[],"kwargs":{"n":3}} (12 bytes)',
+        # A script's functions are named by its path: two scripts never share entries.
+        f'catalogued: {script}:square {{"args":[],"kwargs":{{"n":2}}}} (12 bytes)',
+        f'catalogued: {script}:square {{"args":[],"kwargs":{{"n":3}}}} (12 bytes)',
     ]
     events = [word for word in result.stderr.split() if word.startswith("my_cache.")]
     assert events == ["my_cache.miss", "my_cache.write"] * 2 + ["my_cache.hit"] * 2

@@ -19,12 +19,14 @@ import redis
 from structlog.testing import capture_logs
 
 from my_cache import CacheStor, TypeStorage
+from my_cache._storages.redis_store import _names
 from my_cache._writer import CacheWriteError
 from my_cache.settings import SettingsError
 from tests.conftest import RunPython
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer, free_port
-from tests.test_cli import ls_json, mycache
+from tests.test_catalogue import NAMES, SELECTED_BY
+from tests.test_cli import check_stale_entries_are_listed_and_cleared, ls_json, mycache
 
 
 @pytest.fixture
@@ -95,7 +97,8 @@ def test_cache_async_writes_behind_to_redis(
 ) -> None:
     runs: list[int] = []
 
-    @redis_stor.cache_async(folder="cache/async")
+    # What it has run so far is no part of what it computes.
+    @redis_stor.cache_async(folder="cache/async", ignore=["runs"])
     async def double(n: int) -> int:
         runs.append(n)
         await asyncio.sleep(0)
@@ -111,7 +114,7 @@ def test_cache_async_writes_behind_to_redis(
     assert len(value_keys(redis_url)) == 10
     assert list(tmp_path.iterdir()) == []
     other = CacheStor()  # another cache on the same server finds every result
-    again = other.cache_async(folder="cache/async")(double.__wrapped__)
+    again = other.cache_async(folder="cache/async", ignore=["runs"])(double.__wrapped__)
     assert asyncio.run(again(7)) == 14
     assert sorted(runs) == list(range(10))
     other.close()
@@ -142,7 +145,7 @@ def test_expire_becomes_a_redis_ttl(redis_stor: CacheStor, redis_url: str) -> No
 def test_the_cli_lists_counts_and_clears_entries_in_redis(
     run_python: RunPython, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
-    run_python(
+    program = run_python(
         """
         import asyncio
         from my_cache import CacheStor
@@ -168,12 +171,13 @@ def test_the_cli_lists_counts_and_clears_entries_in_redis(
         """,
         env=redis_env,
     )
+    script = os.path.realpath(program.args[1])
     entries = ls_json(tmp_path)
-    assert sorted((e["folder"], e["function"].rpartition(".")[2]) for e in entries) == [
-        ("cache/squares", "square"),
-        ("cache/squares", "square"),
-        ("cache/squares", "square"),
-        ("cache/words", "shout"),
+    assert sorted((e["folder"], e["function"], e["stale"]) for e in entries) == [
+        ("cache/squares", f"{script}:square", False),
+        ("cache/squares", f"{script}:square", False),
+        ("cache/squares", f"{script}:square", False),
+        ("cache/words", f"{script}:shout", False),
     ]
     args = sorted(e["arg_string"] for e in entries if e["folder"] == "cache/squares")
     assert args == [f'{{"args":[],"kwargs":{{"n":{n}}}}}' for n in (1, 2, 3)]
@@ -185,10 +189,26 @@ def test_the_cli_lists_counts_and_clears_entries_in_redis(
     assert stats.returncode == 0, stats.stderr
     assert "cache/squares" in stats.stdout and "cache/words" in stats.stdout
 
+    assert len(ls_json(tmp_path, "--function", f"{script}.square")) == 3
+    assert len(ls_json(tmp_path, "--function", f"{script}:shout")) == 1
     cleared = mycache("clear", "--function", "square", "--yes", cwd=tmp_path)
     assert cleared.returncode == 0, cleared.stderr
     assert [e["folder"] for e in ls_json(tmp_path)] == ["cache/words"]
     assert len(value_keys(redis_env["MYCACHE_REDIS_URL"])) == 1
+
+
+@pytest.mark.parametrize("name", SELECTED_BY)
+def test_a_function_is_selected_by_its_name_or_the_end_of_it(name: str) -> None:
+    # The rule of the catalogue's SQL, for IN_REDIS's rows.
+    assert {function for function in NAMES if _names(function, name)} == SELECTED_BY[name]
+
+
+def test_stale_entries_in_redis_are_listed_and_cleared(
+    run_python: RunPython, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    check_stale_entries_are_listed_and_cleared(tmp_path, run_python)
+    assert len(value_keys(redis_env["MYCACHE_REDIS_URL"])) == 3  # the current code's entries
+    assert [path.name for path in tmp_path.iterdir() if path.is_dir()] == []  # none on disk
 
 
 STAMPEDE = """

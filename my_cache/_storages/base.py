@@ -9,7 +9,10 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from my_cache._identity import Identity
 
 
 class _Missing:
@@ -88,8 +91,9 @@ class FolderStore(ABC):
         """Remove one entry; True if it existed."""
 
     @abstractmethod
-    def delete_function(self, function: str) -> int:
-        """Remove every entry of ``function`` in this folder; how many there were."""
+    def delete_function(self, identity: Identity) -> int:
+        """Remove the entries of the function object ``identity`` names, and those of its
+        name written by other code (see ``Identity.clears``); how many there were."""
 
     def acquire(self, key: str) -> Any:
         """Before computing ``key`` on a miss: MISSING when this caller is to compute it, or
@@ -127,7 +131,8 @@ class Backend(ABC):
     def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
         """The live entries, optionally of one folder and of one function.
 
-        ``function`` matches a full ``module.qualname`` or its last part(s) after a dot.
+        ``function`` matches a whole ``module:qualname``, that written with a '.' for the ':',
+        or its end after a '.' or ':' (``Cls.method``, ``method``).
         Catalogue rows whose data is gone (expired, evicted, deleted) are dropped.
         """
 
@@ -150,11 +155,6 @@ def shortened(arg_string: str) -> str:
     if len(arg_string) <= ARG_STRING_LIMIT:
         return arg_string
     return f"{arg_string[:ARG_STRING_LIMIT]}… ({len(arg_string)} characters)"
-
-
-def key_prefix(function: str) -> str:
-    """Every key of ``function`` starts with this."""
-    return function + ":"
 
 
 class DamagedEntry(Exception):

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import diskcache
 from diskcache.core import UNKNOWN
@@ -29,10 +29,12 @@ from my_cache._storages.base import (
     Entry,
     FolderStore,
     dump_result,
-    key_prefix,
     load_result,
 )
 from my_cache.settings import Settings
+
+if TYPE_CHECKING:
+    from my_cache._identity import Identity
 
 _FILE_MISSING: Any = object()
 
@@ -279,13 +281,8 @@ class DiskFolder(FolderStore):
         self._catalogue.forget(self._folder, [key])
         return existed
 
-    def delete_function(self, function: str) -> int:
-        prefix = key_prefix(function)
-        doomed = [key for key in self._cache.iterkeys() if key.startswith(prefix)]
-        for key in doomed:
-            self._cache.delete(key, retry=True)
-        self._catalogue.forget_function(self._folder, function)
-        return len(doomed)
+    def delete_function(self, identity: Identity) -> int:
+        return self.delete_keys([key for key in self._cache.iterkeys() if identity.clears(key)])
 
     def live(self, keys: Iterable[str]) -> frozenset[str]:
         """Which of ``keys`` still hold a value (not expired, evicted or deleted)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from my_cache._storages.base import (
     MISSING,
@@ -12,9 +12,11 @@ from my_cache._storages.base import (
     Entry,
     FolderStore,
     UnstorableResult,
-    key_prefix,
 )
 from my_cache.settings import Settings
+
+if TYPE_CHECKING:
+    from my_cache._identity import Identity
 
 
 class _Expiring:
@@ -58,12 +60,9 @@ class MemoryFolder(FolderStore):
     def delete(self, key: str) -> bool:
         return self._values.pop(key, MISSING) is not MISSING
 
-    def delete_function(self, function: str) -> int:
-        prefix = key_prefix(function)
-        doomed = [key for key in self._values if key.startswith(prefix)]
-        for key in doomed:
-            del self._values[key]
-        return len(doomed)
+    def delete_function(self, identity: Identity) -> int:
+        doomed = [key for key in list(self._values) if identity.clears(key)]
+        return sum(self._values.pop(key, MISSING) is not MISSING for key in doomed)
 
     def close(self) -> None:
         """Nothing to release: the values go when the store is dropped."""

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -37,11 +37,13 @@ from my_cache._storages.base import (
     FolderStore,
     StoreUnavailable,
     dump_result,
-    key_prefix,
     load_result,
     shortened,
 )
 from my_cache.settings import Settings
+
+if TYPE_CHECKING:
+    from my_cache._identity import Identity
 
 T = TypeVar("T")
 
@@ -215,10 +217,8 @@ class RedisFolder(FolderStore):
     def delete(self, key: str) -> bool:
         return self.delete_keys([key]) > 0
 
-    def delete_function(self, function: str) -> int:
-        prefix = key_prefix(function)
-        keys = [key for key, _ in self._scan_rows() if key.startswith(prefix)]
-        return self.delete_keys(keys)
+    def delete_function(self, identity: Identity) -> int:
+        return self.delete_keys([key for key, _ in self._scan_rows() if identity.clears(key)])
 
     def delete_keys(self, keys: list[str]) -> int:
         if not keys:
@@ -352,8 +352,16 @@ class RedisBackend(Backend):
 
 
 def _names(function: str, name: str) -> bool:
-    """Whether ``name`` names ``function``: all of its module.qualname, or a dotted tail."""
-    return function == name or function.endswith("." + name)
+    """Whether ``name`` names ``function`` (see Backend.entries): its whole module:qualname,
+    that with the ':' written as '.', or a tail of either after a '.' or ':' (``func``,
+    ``Cls.method``). The same rule as the catalogue's _FUNCTION_MATCHES."""
+    module, colon, qualname = function.rpartition(":")  # a qualname never holds a ':'
+    dotted = f"{module}.{qualname}" if colon else function
+    return (
+        name in (function, dotted)
+        or function.endswith(("." + name, ":" + name))
+        or dotted.endswith("." + name)
+    )
 
 
 def _without_password(url: str) -> str:

@@ -50,12 +50,10 @@ class Identity:
         return f"{self.name}:{self.revision}:{self.variant}:"
 
     def clears(self, key: str) -> bool:
-        """Whether ``cache_clear()`` removes ``key``: an entry of this function object, or
-        of its name but other code (never served again). Entries of the same code but other
-        captured values (another closure of one factory) are another function's."""
-        return key.startswith(self.prefix) or (
-            key.startswith(f"{self.name}:") and not key.startswith(f"{self.name}:{self.revision}:")
-        )
+        """Whether ``cache_clear()`` removes ``key``: an entry of this function object only.
+        Not its name's entries of other code: another live function may have the same name
+        (two lambdas of one module), and stale entries are ``mycache clear --stale``'s."""
+        return key.startswith(self.prefix)
 
 
 class Target(NamedTuple):

@@ -89,6 +89,16 @@ def test_cache_clear_removes_this_functions_entries_only(stor: CacheStor, tmp_pa
         assert [k.split(":")[1].rpartition(".")[2] for k in keys] == ["first", "second"]
 
 
+def test_cache_clear_spares_a_function_of_the_same_name(stor: CacheStor) -> None:
+    # Two lambdas of one scope share module and qualname; only their code tells them apart.
+    square = stor.cache(folder="cache/lambdas")(lambda n: n * n)
+    cube = stor.cache(folder="cache/lambdas")(lambda n: n * n * n)
+    assert (square(3), cube(3)) == (9, 27)
+    square.cache_clear()
+    assert cube.invalidate(3) is True
+    assert square.invalidate(3) is False
+
+
 async def test_cache_clear_on_async_waits_for_writes_in_flight(stor: CacheStor) -> None:
     runs = 0
 
@@ -259,8 +269,9 @@ def test_changing_version_invalidates_old_entries(stor: CacheStor) -> None:
     assert v1(1) == "v1 result"
     assert v2(1) == "v2 result"  # a new version computes again
     assert v1(1) == "v1 result"  # going back finds the old entry
-    v2.cache_clear()  # every version of the function
-    assert v1.invalidate(1) is False
+    v2.cache_clear()  # its own version's entries only
+    assert v2.invalidate(1) is False
+    assert v1.invalidate(1) is True
 
 
 def test_without_a_size_limit_nothing_is_evicted(disk_stor: CacheStor, tmp_path: Path) -> None:

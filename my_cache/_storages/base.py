@@ -92,8 +92,8 @@ class FolderStore(ABC):
 
     @abstractmethod
     def delete_function(self, identity: Identity) -> int:
-        """Remove the entries of the function object ``identity`` names, and those of its
-        name written by other code (see ``Identity.clears``); how many there were."""
+        """Remove the entries of the function object ``identity`` names (see
+        ``Identity.clears``); how many there were."""
 
     def acquire(self, key: str) -> Any:
         """Before computing ``key`` on a miss: MISSING when this caller is to compute it, or

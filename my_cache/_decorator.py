@@ -85,7 +85,8 @@ class FunctionCache:
             # marshal's keys make the same hits as SerialiseBin's in a fraction of the time,
             # but are valid in this process only (see local_keys).
             key = local_keys(self._shape, prefix, key) or key
-        self.identity, self.key = identity, key
+        if identity.final:
+            self.identity, self.key = identity, key
         return key(args, kwargs)
 
     def _identify(self) -> Identity:

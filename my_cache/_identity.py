@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from my_cache._storages.base import Entry
-from my_cache.serialisers import Serialise
+from my_cache.serialisers import Serialise, SerialiseBin
 
 _MAIN_MODULES = frozenset({"__main__", "__mp_main__"})  # __mp_main__: a spawned worker's
 _VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
@@ -43,6 +43,8 @@ class Identity:
     name: str
     revision: str
     variant: str
+    final: bool = True
+    """False while a captured cell is empty (filled later, it changes the identity)."""
 
     @property
     def prefix(self) -> str:
@@ -70,8 +72,9 @@ class Target(NamedTuple):
     """For a bound method or callable instance, the ``self`` passed by value with each call
     (like any method's); else None."""
     has_instance: bool
-    bound: tuple[Any, ...]
-    """What a partial binds, as part of the variant: (func, args, keywords), else ()."""
+    bound: tuple[str, Any] | tuple[()]
+    """What else the call is bound to, as part of the variant: (label, value), such as a
+    partial's (func, args, keywords); else ()."""
     name: str
 
 
@@ -79,17 +82,22 @@ def take_apart(func: Any) -> Target:
     """The Target of a decorated callable; TypeError naming it if it cannot be cached."""
     if isinstance(func, functools.partial):
         inner = _code_owner(func.func)
-        return Target(
-            func, inner, func, None, False, (func.func, func.args, func.keywords), name_of(inner)
-        )
+        bound = ("the partial's arguments", (func.func, func.args, func.keywords))
+        return Target(func, inner, func, None, False, bound, name_of(inner))
     if isinstance(func, types.MethodType):
         return Target(func, func.__func__, func.__func__, func.__self__, True, (), name_of(func))
-    if isinstance(func, types.FunctionType | type) or _has_name(func):
-        owner = _code_owner(func)
-        return Target(func, owner, func, None, False, (), name_of(owner))
+    if isinstance(func, types.FunctionType | type):
+        return Target(func, func, func, None, False, (), name_of(func))
     call = getattr(type(func), "__call__", None)  # noqa: B004 (the class's, not the object's)
-    if isinstance(call, types.FunctionType):
+    if isinstance(call, types.FunctionType):  # a callable object, a class-based decorator too
         return Target(func, call, call, func, True, (), name_of(call))
+    if _has_name(func):  # a builtin, functools.lru_cache and alike
+        owner = _code_owner(func)
+        bound_to = getattr(func, "__self__", None)
+        if bound_to is None or isinstance(bound_to, types.ModuleType):
+            return Target(func, owner, func, None, False, (), name_of(owner))
+        bound = ("the object of the method", bound_to)  # {1: 2}.get, pattern.findall
+        return Target(func, owner, func, None, False, bound, name_of(owner))
     raise TypeError(
         f"cache() cannot decorate {func!r}: not a function, method, functools.partial, class "
         "or instance of a class with __call__"
@@ -148,16 +156,36 @@ def program(module: str) -> str:
 
 
 def _command_text() -> str | None:
-    """The program text of ``python -c TEXT`` (which Python keeps nowhere else), or None."""
+    """The program text of ``python -c TEXT`` (which Python keeps nowhere else), or None.
+    Read from /proc: elsewhere (macOS) all ``-c`` programs of one directory are one."""
     if sys.argv[:1] != ["-c"]:
         return None
     try:
         with open("/proc/self/cmdline", "rb") as file:
-            words = file.read().split(b"\0")
+            words = [w.decode("utf-8", "surrogateescape") for w in file.read().split(b"\0")]
     except OSError:
         return None
-    if b"-c" in words[:-1]:
-        return words[words.index(b"-c") + 1].decode("utf-8", "surrogateescape")
+    return _c_argument(words[1:])
+
+
+def _c_argument(words: list[str]) -> str | None:
+    """The argument of ``-c`` in an interpreter's options (``-c TEXT``, ``-Bc TEXT``,
+    ``-cTEXT``); None if it has none."""
+    position = 0
+    while position < len(words):
+        word = words[position]
+        if not word.startswith("-") or word in ("-", "--") or word.startswith("--"):
+            return None  # a script, stdin, or a long option: no -c before it
+        for index, letter in enumerate(word[1:], start=1):
+            if letter in "cWX":  # these take the rest of the word, or the next word
+                rest = word[index + 1 :]
+                if not rest:
+                    position += 1
+                    rest = words[position] if position < len(words) else ""
+                if letter == "c":
+                    return rest
+                break
+        position += 1
     return None
 
 
@@ -176,12 +204,14 @@ def identify(
     else:
         revision = "v" + version
     variant = (
-        describe.captures(owner),
-        describe.value("the partial's arguments", target.bound) if target.bound else (),
+        describe.members(owner) if isinstance(owner, type) else describe.captures(owner),
+        describe.value(target.bound[0], target.bound[1]) if target.bound else (),
         tuple(sorted(ignore)),
-        f"{type(serialiser).__module__}:{type(serialiser).__qualname__}",
+        describe.serialiser(),
     )
-    return Identity(target.name, revision, _digest(repr(variant).encode()))
+    return Identity(
+        target.name, revision, _digest(repr(variant).encode()), final=not describe.saw_empty
+    )
 
 
 def checked_version(name: str, version: str | int | None) -> str | None:
@@ -197,6 +227,17 @@ def checked_version(name: str, version: str | int | None) -> str | None:
     return text
 
 
+# What a C-level class holds: methods and slots, the same for every object of that code.
+_C_MEMBERS = (
+    types.BuiltinFunctionType,
+    types.ClassMethodDescriptorType,
+    types.GetSetDescriptorType,
+    types.MemberDescriptorType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+)
+
+
 class _Describer:
     """Turns what a function captures into plain data to hash, in one walk."""
 
@@ -208,16 +249,18 @@ class _Describer:
         self._with_code = with_code
         self._ignore = ignore
         self._path: list[str] = []
-        self._seen: set[int] = set()
+        self._seen: set[int] = set()  # functions and classes described already
+        self._open: set[int] = set()  # containers being walked: one met again is a cycle
+        self.saw_empty = False
+        """Whether a captured cell was still empty: the identity is not final yet."""
 
     def captures(self, owner: Any) -> tuple[Any, ...]:
-        """What ``owner`` (a function) captures, but the top level's ignored names."""
+        """What ``owner`` (a function) captures, but the top level's ignored names; variables
+        it rebinds (nonlocal) too, as they are now: an accumulator's start can change results."""
         code = getattr(owner, "__code__", None)
         cells = getattr(owner, "__closure__", None)
         if code is None or not cells:
             return ()
-        # Variables it rebinds (nonlocal) count too, as they are at the first call: an
-        # accumulator's starting value can change every result.
         ignored = self._ignore if not self._path else frozenset()
         described = []
         for variable, cell in zip(code.co_freevars, cells, strict=True):
@@ -225,11 +268,42 @@ class _Describer:
                 continue
             try:
                 content = cell.cell_contents
-            except ValueError:  # a cell not filled yet
+            except ValueError:  # not filled yet: filled later, it must count then
+                self.saw_empty = True
                 described.append((variable, "<empty>"))
                 continue
             described.append((variable, self.value(variable, content)))
         return tuple(described)
+
+    def members(self, cls: type) -> tuple[Any, ...]:
+        """What a class's methods capture and its attributes' values; for a class defined in
+        C or the standard library, nothing (its name and Python's version say it all)."""
+        if _is_library(cls):
+            return ()
+        described: list[Any] = []
+        for attribute, member in sorted(vars(cls).items()):
+            functions = _functions_in(member)
+            if functions:
+                described.append((attribute, tuple(self.captures(f) for f in functions)))
+            elif not _is_dunder(attribute) and not isinstance(member, _C_MEMBERS):
+                try:
+                    described.append((attribute, self.value(attribute, member)))
+                except TypeError:  # e.g. a registry of objects: its type must do
+                    described.append((attribute, ("unrepresentable", type(member).__qualname__)))
+        bases = tuple(self._value(base) for base in cls.__bases__ if base is not object)
+        return (tuple(described), bases)
+
+    def serialiser(self) -> Any:
+        """The key serialiser: its class, and its settings when it has any (by pickle: a
+        custom serialiser may represent only the arguments it is made for)."""
+        kind = f"{type(self._serialiser).__module__}:{type(self._serialiser).__qualname__}"
+        settings = getattr(self._serialiser, "__dict__", None)
+        if not settings:
+            return kind
+        try:
+            return (kind, SerialiseBin()._call_hash((settings,), {}))
+        except TypeError:
+            return (kind, "unrepresentable settings")
 
     def value(self, label: str, value: Any) -> Any:
         self._path.append(label)
@@ -247,7 +321,8 @@ class _Describer:
                 return ("function", name_of(value))
             self._seen.add(id(value))
             code = _code_of(value) if self._with_code else ()
-            return ("function", name_of(value), code, self.captures(value))
+            defaults = self._value((value.__defaults__, value.__kwdefaults__))
+            return ("function", name_of(value), code, defaults, self.captures(value))
         if isinstance(value, types.MethodType):
             return ("method", self._value(value.__func__), self._value(value.__self__))
         if isinstance(value, functools.partial):
@@ -255,40 +330,95 @@ class _Describer:
         if isinstance(value, types.ModuleType):
             return ("module", value.__name__)
         if isinstance(value, type):
-            return ("class", name_of(value))
-        if isinstance(value, types.BuiltinFunctionType):
-            return ("builtin", name_of(value))
-        if not isinstance(value, types.FunctionType) and callable(value):
+            if id(value) in self._seen:
+                return ("class", name_of(value))
+            self._seen.add(id(value))
+            code = _code_of(value) if self._with_code else ()
+            return ("class", name_of(value), code, self.members(value))
+        if isinstance(value, types.BuiltinFunctionType | types.MethodWrapperType):
+            owner = value.__self__
+            if owner is None or isinstance(owner, types.ModuleType):
+                return ("builtin", name_of(value))
+            return ("builtin method", value.__name__, self._value(owner))  # re.compile(p).match
+        call = getattr(type(value), "__call__", None)  # noqa: B004 (the class's, not the object's)
+        state = getattr(value, "__dict__", None)
+        if isinstance(call, types.FunctionType) and isinstance(state, dict):
+            # A callable object of a Python class (a class-based decorator): its state.
+            return ("callable", self._value(type(value)), self._value(dict(state)))
+        if callable(value):
             wrapped = getattr(value, "__wrapped__", None)
             if wrapped is not None:  # functools.lru_cache and alike: what they wrap
                 return ("wrapper", type(value).__qualname__, self._value(wrapped))
-        if type(value) in (tuple, list):
-            return (type(value).__name__, tuple(self._value(item) for item in value))
-        if type(value) is dict:
-            return ("dict", self._serialised(value))
+        if type(value) in (tuple, list, dict):
+            return self._container(value)
         return ("value", self._serialised(value))
+
+    def _container(self, value: tuple[Any, ...] | list[Any] | dict[Any, Any]) -> Any:
+        """Walked, not serialised whole: it may hold functions (a dispatch table)."""
+        if id(value) in self._open:
+            raise self._refusal(value, "it contains itself")
+        self._open.add(id(value))
+        try:
+            if isinstance(value, dict):
+                items = sorted((self._serialised(k), self._value(v)) for k, v in value.items())
+                return ("dict", tuple(items))
+            return (type(value).__name__, tuple(self._value(item) for item in value))
+        finally:
+            self._open.discard(id(value))
 
     def _serialised(self, value: Any) -> str:
         try:
             return self._serialiser._call_hash((value,), {})
-        except TypeError as error:
-            path = ", which captures ".join(repr(label) for label in self._path)
-            raise TypeError(
-                f"cannot cache {self._name}(): it captures {path} ({type(value).__qualname__}), "
-                f"which is part of its identity, but {error}. Pass it as an argument instead, "
-                f"or leave it out with ignore=[{self._path[0]!r}] if it never changes the result"
-            ) from error
+        except (TypeError, RecursionError) as error:
+            raise self._refusal(value, str(error) or "it is nested too deeply") from error
+
+    def _refusal(self, value: Any, reason: str) -> TypeError:
+        path = ", which captures ".join(repr(label) for label in self._path)
+        remedy = (
+            f"or leave it out with ignore=[{self._path[0]!r}] if it never changes the result"
+            if self._path[0].isidentifier()
+            else "or bind it by name in the function instead"
+        )
+        return TypeError(
+            f"cannot cache {self._name}(): it captures {path} ({type(value).__qualname__}), "
+            f"which is part of its identity, but {reason}. Pass it as an argument instead, "
+            + remedy
+        )
+
+
+def _is_library(cls: type) -> bool:
+    top = cls.__module__.partition(".")[0]
+    return top == "builtins" or top in sys.stdlib_module_names
+
+
+def _is_dunder(name: str) -> bool:
+    # __module__, __doc__, __firstlineno__ (3.13: moves with the lines), ABCs' _abc_impl
+    return (name.startswith("__") and name.endswith("__")) or name.startswith("_abc_")
+
+
+def _functions_in(member: Any) -> tuple[types.FunctionType, ...]:
+    """The Python functions a class attribute runs: a method, static or class method's, or a
+    property's accessors."""
+    if isinstance(member, staticmethod | classmethod):
+        member = member.__func__
+    if isinstance(member, property):
+        accessors = (member.fget, member.fset, member.fdel)
+        return tuple(f for f in accessors if isinstance(f, types.FunctionType))
+    return (member,) if isinstance(member, types.FunctionType) else ()
 
 
 def _code_of(owner: Any) -> Any:
-    """The bytecode of a function (or of a class's own methods), without line numbers."""
+    """The bytecode of a function, or of what a class's attributes and bases run, without
+    line numbers."""
     if isinstance(owner, type):
+        if _is_library(owner):
+            return ("class", name_of(owner))
         methods = sorted(
-            (name, _code_of(member))
+            (name, tuple(_code_of(function) for function in _functions_in(member)))
             for name, member in vars(owner).items()
-            if isinstance(member, types.FunctionType)
         )
-        return ("class", tuple(methods))
+        bases = tuple(_code_of(base) for base in owner.__bases__ if base is not object)
+        return ("class", tuple(m for m in methods if m[1]), bases)
     code = getattr(owner, "__code__", None)
     if not isinstance(code, types.CodeType):
         return ("builtin", name_of(owner))

@@ -13,7 +13,8 @@ the text make one program both sync and async: ``@CACHE(`` is ``@stor.cache(`` o
 Programs named by ``__main__`` (scripts, ``python -c``, ``-m``, spawn workers) and
 PYTHONHASHSEED run in real subprocesses.
 
-Tests marked ``xfail(strict=True)`` are findings: behaviour that breaks the promise today.
+Tests marked ``limit`` (``xfail(strict=True)``) are the known limits the README states: the
+identity does not see them. If one starts to pass, the limit is gone: update the README.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ KINDS = {
 MakeStor = Callable[..., CacheStor]
 
 
-def finding(reason: str) -> pytest.MarkDecorator:
-    """A test that fails today: a bug (or design question) for the library, not the test."""
+def limit(reason: str) -> pytest.MarkDecorator:
+    """A known limit of the identity, stated in the README: the test fails today."""
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
@@ -461,39 +462,22 @@ CAPTURED = [
     pytest.param(
         "make(make_with_default({k}))",
         id="function-with-a-default",
-        marks=finding(
-            "BUG: a captured function's __defaults__ are not part of the identity: "
-            "closures over `def helper(x, k=k)` of different k share entries"
-        ),
     ),
     pytest.param(
         "make(make_with_keyword_default({k}))",
         id="function-with-a-keyword-default",
-        marks=finding("BUG: a captured function's __kwdefaults__ are not part of the identity"),
     ),
     pytest.param(
         "make_by_class(make_class({k}))",
         id="class-made-by-a-factory",
-        marks=finding(
-            "BUG: a captured class is described by its name only: two classes of one "
-            "qualname (made by one factory) with different attributes share entries"
-        ),
     ),
     pytest.param(
         "make(dict([(1, {k})]).get)",
         id="builtin-bound-method",
-        marks=finding(
-            "BUG: a captured builtin bound method (dict.get, pattern.findall) is described "
-            "by its name only; its __self__ is ignored"
-        ),
     ),
     pytest.param(
         "make(Times(identity, {k}))",
         id="class-based-wrapper",
-        marks=finding(
-            "BUG: a captured callable with __wrapped__ (functools.update_wrapper) is "
-            "described by what it wraps; its own state (k) is ignored"
-        ),
     ),
 ]
 
@@ -550,10 +534,6 @@ def test_a_nonlocal_counter_is_taken_as_it_is_at_the_first_call(memory_stor: Cac
     assert [make_counter(1)(1), make_counter(2)(1)] == [2, 3]
 
 
-@finding(
-    "BUG: the identity is frozen at the first call even when a captured cell is still "
-    "empty then ('<empty>'): two closures whose cells are filled later share entries"
-)
 def test_a_cell_filled_after_the_first_call_still_tells_closures_apart(
     memory_stor: CacheStor,
 ) -> None:
@@ -570,8 +550,8 @@ def test_a_cell_filled_after_the_first_call_still_tells_closures_apart(
     assert [make(2)(5), make(3)(5)] == [10, 15]
 
 
-@finding(
-    "DESIGN: captured values are hashed as they are at the first call; a closure whose "
+@limit(
+    "captured values are hashed as they are at the first call; a closure whose "
     "captured dict is mutated afterwards writes results under its old identity, and a new "
     "closure over a dict equal to the old one is served them"
 )
@@ -593,10 +573,6 @@ def test_a_mutated_captured_value_is_never_served_to_another_closure(
     assert make({"rate": 2})(2) == 4  # ... must not be what a rate-2 closure gets
 
 
-@finding(
-    "BUG: a captured list that contains itself raises RecursionError at the first call, "
-    "not a clear TypeError (and pickle could represent it)"
-)
 def test_a_self_containing_captured_list_is_cached_or_refused_clearly(
     memory_stor: CacheStor,
 ) -> None:
@@ -805,11 +781,6 @@ def test_python_c_programs(tmp_path: Path, lasting_env: dict[str, str]) -> None:
     assert outputs == [[14, [0, 1]], [21, [0, 1]], [14, [1, 0]], [21, [1, 0]]]
 
 
-@finding(
-    "BUG: `python -Bc TEXT` (flags combined with -c) is not recognised as a -c program: "
-    "_command_text looks for the word '-c' only, so every such program is named "
-    "'<interactive in CWD>' and two different commands collide"
-)
 def test_python_c_programs_with_combined_flags(tmp_path: Path) -> None:
     env = {"MYCACHE_TYPE_STORAGE": "in_disk", "MYCACHE_DB_FILE": str(tmp_path / "c.db")}
     one, two = textwrap.dedent(COMMAND.format(factor=2)), textwrap.dedent(COMMAND.format(factor=3))
@@ -817,8 +788,8 @@ def test_python_c_programs_with_combined_flags(tmp_path: Path) -> None:
     assert python("-Bc", two, cwd=tmp_path, env=env) == [21, [0, 1]]
 
 
-@finding(
-    "DESIGN: programs read from stdin (`python - < prog.py`, an embedded interpreter) are "
+@limit(
+    "programs read from stdin (`python - < prog.py`, an embedded interpreter) are "
     "all named '<cwd>/<stdin>': two different ones with one function name and code collide "
     "(their text is not hashed as -c's is)"
 )
@@ -1184,21 +1155,20 @@ async def test_partials_differ_by_function_and_bound_arguments(
     ]
 
 
-@finding(
-    "BUG: a partial binding a local function by keyword is refused with a TypeError whose "
-    "remedy is ignore=[\"the partial's arguments\"], not a parameter name (bound by position "
-    "it works: its keywords are serialised, its positional arguments described)"
-)
 def test_partials_binding_local_functions_by_keyword(memory_stor: CacheStor) -> None:
     def apply(x: int, op: Callable[[int], int]) -> int:
         return op(x)
 
-    def make(k: int) -> Callable[[int], int]:
-        return memory_stor.cache(folder="cache/partials")(
+    def make(k: int, **options: Any) -> Callable[[int], int]:
+        return memory_stor.cache(folder="cache/partials", **options)(
             functools.partial(apply, op=lambda x: x + k)
         )
 
-    assert [make(1)(1), make(2)(1)] == [2, 3]
+    # A keyword a partial binds is an argument of every call, which a lambda cannot be...
+    with pytest.raises(TypeError, match=r"argument 'op' .* ignore=\['op'\]"):
+        make(1)(1)
+    # ...but the partial's own arguments are part of its identity, so ignoring it is safe.
+    assert [make(1, ignore=["op"])(1), make(2, ignore=["op"])(1)] == [2, 3]
 
 
 CALLABLES = """
@@ -1265,10 +1235,6 @@ def test_classes_never_share(make_stor: MakeStor, monkeypatch: pytest.MonkeyPatc
     assert job.runs == [("point", 1), ("vector", 1)]
 
 
-@finding(
-    "BUG: a decorated class is identified by its methods' code only: classes of one "
-    "qualname made by a factory, whose methods capture different values, share entries"
-)
 def test_classes_made_by_a_factory_over_different_values_never_share(
     memory_stor: CacheStor,
 ) -> None:
@@ -1284,10 +1250,6 @@ def test_classes_made_by_a_factory_over_different_values_never_share(
     assert [one(0).value, two(0).value] == [1, 2]
 
 
-@finding(
-    "BUG: a decorated class is identified by its methods' code only: classes of one "
-    "qualname with different class attributes share entries"
-)
 def test_classes_with_different_class_attributes_never_share(memory_stor: CacheStor) -> None:
     def make(k: int) -> type:
         class Scaled:
@@ -1314,10 +1276,6 @@ def test_classes_with_different_class_attributes_never_share(memory_stor: CacheS
         pytest.param((5).__add__, (6).__add__, 1, (6, 7), id="int.__add__"),
     ],
 )
-@finding(
-    "BUG: a decorated builtin bound method is identified by its qualname only: "
-    "cache(d1.get) and cache(d2.get) share entries (its __self__ is ignored)"
-)
 def test_builtin_bound_methods_of_different_objects_never_share(
     make_stor: MakeStor, first: Any, second: Any, argument: Any, expected: tuple[Any, Any]
 ) -> None:
@@ -1327,11 +1285,6 @@ def test_builtin_bound_methods_of_different_objects_never_share(
     assert (one(argument), two(argument)) == expected
 
 
-@finding(
-    "BUG: a decorated callable with __wrapped__ (a class-based wrapper using "
-    "functools.update_wrapper) is identified by the function it wraps: its own state "
-    "is ignored, so Times(f, 2) and Times(f, 3) share entries"
-)
 def test_class_based_wrappers_with_different_state_never_share(
     make_stor: MakeStor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1462,7 +1415,7 @@ EDITS = [
         21,
         True,
         id="docstring-removed",
-        marks=finding(
+        marks=limit(
             "minor false miss: removing (or adding) a docstring changes the revision "
             "(co_consts[0] goes from the docstring to None)"
         ),
@@ -1472,7 +1425,7 @@ EDITS = [
         21,
         True,
         id="nested-function-docstring",
-        marks=finding(
+        marks=limit(
             "minor false miss: a nested function's docstring edit changes the revision "
             "(_const_form passes doc=None for nested code objects)"
         ),
@@ -1552,8 +1505,8 @@ async def test_version_keeps_closures_over_different_values_apart(
     assert [await call(job.make_adder(1), 10), await call(job.make_adder(2), 10)] == [11, 12]
 
 
-@finding(
-    "DESIGN: with version= a captured function is described without its code, so two "
+@limit(
+    "with version= a captured function is described without its code, so two "
     "closures capturing different lambdas (one name, '<lambda>') share entries in one process"
 )
 def test_version_keeps_closures_over_different_functions_apart(memory_stor: CacheStor) -> None:
@@ -1663,10 +1616,6 @@ entry = stor.cache(folder="cache/classes")(Priced)
         pytest.param(edit("x * 10", "x * 100"), 200, id="static-method-body"),
     ],
 )
-@finding(
-    "BUG: a decorated class's revision covers only its plain methods (vars() entries that "
-    "are functions): editing a class attribute or a static/class method body still hits"
-)
 def test_a_decorated_class_edited_between_runs_misses(
     make_lasting_stor: MakeStor,
     monkeypatch: pytest.MonkeyPatch,
@@ -1695,8 +1644,8 @@ entry = Pricing().price
 """
 
 
-@finding(
-    "DESIGN: a method reading a class attribute: self is taken by value (its __dict__), "
+@limit(
+    "a method reading a class attribute: self is taken by value (its __dict__), "
     "the class's attributes are not; editing `rate` between runs, or changing it at run "
     "time, still serves the old results (like a module global, but the README does not "
     "say so for classes)"
@@ -1717,8 +1666,8 @@ async def test_a_class_attribute_edited_between_runs_misses(
         pytest.param("__kwdefaults__", id="kwdefaults"),
     ],
 )
-@finding(
-    "BUG: the signature's defaults are read once at decoration: after "
+@limit(
+    "the signature's defaults are read once at decoration: after "
     "f.__wrapped__.__defaults__ (or __kwdefaults__) is changed, f(0) runs with the new "
     "default but is keyed with the old one, and is served the old result"
 )
@@ -1795,11 +1744,6 @@ class Rounding(Serialise):
         )
 
 
-@finding(
-    "DESIGN: the variant records the serialiser's class, not its configuration: two "
-    "CacheStor with Rounding(0) and Rounding(2) on one folder share keys, so the precise "
-    "one is served what the coarse one computed for another argument"
-)
 def test_one_serialiser_class_with_two_settings_on_one_folder(
     make_lasting_stor: MakeStor,
 ) -> None:

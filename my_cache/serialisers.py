@@ -15,6 +15,7 @@ import pickle
 import re
 import reprlib
 import threading
+import types
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -99,16 +100,19 @@ class _CanonicalSerialise(Serialise):
             f"{type(self).__name__} cannot represent {label} "
             f"({type(value).__qualname__}): {reason}",
             parameter,
+            f"{type(self).__name__} cannot represent it: {reason}",
         )
 
 
 class ArgumentTypeError(TypeError):
     """An argument the serialiser cannot represent; ``parameter`` names it when it was
-    passed by name (every parameter is, once a call is normalised)."""
+    passed by name (every parameter is, once a call is normalised). ``reason`` says why
+    without naming the argument, for a value that was not one (a captured variable)."""
 
-    def __init__(self, message: str, parameter: str | None) -> None:
+    def __init__(self, message: str, parameter: str | None, reason: str) -> None:
         super().__init__(message)
         self.parameter = parameter
+        self.reason = reason
 
     @property
     def remedy(self) -> str:
@@ -232,6 +236,49 @@ def _structural_pickle(obj: Any) -> bytes:
         return pickle.dumps(obj, _PICKLE_PROTOCOL)
 
 
+class _ObjectsCanonicalPickler(pickle.Pickler):
+    """Pickles objects by their reduce values made canonical too: an object holding a set
+    (a pydantic model's fields set, a dataclass's frozenset field) pickles alike in every
+    process, whatever PYTHONHASHSEED. Only for calls that hold a dict or set somewhere."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _NAMED_BY_PICKLE):
+            return NotImplemented
+        try:
+            reduced = obj.__reduce_ex__(_PICKLE_PROTOCOL)
+        except Exception:
+            return NotImplemented  # pickle's own error, worded by pickle
+        if not isinstance(reduced, tuple) or len(reduced) < 2:
+            return NotImplemented
+        made, arguments, *rest = reduced
+        if rest and rest[0] is not None:  # the state
+            rest[0] = _pickle_canonical(rest[0])
+        return (made, _pickle_canonical(arguments), *rest)
+
+
+# Pickled by name (or already canonical): their reduce values need no reordering.
+_NAMED_BY_PICKLE = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.ModuleType,
+    _SortedSet,
+    _SortedFrozenset,
+)
+
+
+def _canonical_pickle(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler = _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL)
+    pickler.fast = True
+    try:
+        pickler.dump(obj)
+    except (ValueError, KeyError):  # as in _structural_pickle: cycles, fast mode's count
+        buffer = io.BytesIO()
+        _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
 class SerialiseBin(_CanonicalSerialise):
     """pickle: represents any picklable argument. The default.
 
@@ -249,7 +296,7 @@ class SerialiseBin(_CanonicalSerialise):
         if _FROZENSET in data:
             _structural.discard()
         # The canonical form holds no frozenset: they become _SortedFrozenset tuples.
-        return _structural_pickle(_pickle_canonical(call))
+        return _canonical_pickle(_pickle_canonical(call))
 
 
 # --- JSON ------------------------------------------------------------------------------------

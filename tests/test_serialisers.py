@@ -215,3 +215,30 @@ def test_a_serialiser_class_or_name_is_accepted() -> None:
 def test_anything_else_as_serialiser_is_refused() -> None:
     with pytest.raises(TypeError, match="serialiser must be a Serialise"):
         CacheStor(serialiser=json)  # type: ignore[arg-type]
+
+
+SET_HOLDERS = """
+import dataclasses, sys
+from my_cache import SerialiseBin
+
+@dataclasses.dataclass
+class Tagged:
+    name: str
+    tags: set[str]
+    frozen: frozenset[str]
+
+class Plain:
+    def __init__(self):
+        self.members = {"alpha", "beta", "gamma", "delta", "epsilon"}
+
+words = {"one", "two", "three", "four", "five", "six"}
+print(SerialiseBin().encode(Tagged("t", set(words), frozenset(words)), Plain(), {"k": words})[1])
+"""
+
+
+def test_objects_holding_sets_hash_alike_whatever_the_hash_seed(run_python: Any) -> None:
+    # A set's iteration order follows PYTHONHASHSEED; inside an object's state too.
+    hashes = {
+        run_python(SET_HOLDERS, env={"PYTHONHASHSEED": seed}).stdout for seed in "1234"
+    }
+    assert len(hashes) == 1

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from my_cache import _log
+from my_cache._describe import MARKER
 from my_cache._flight import ThreadFlights
-from my_cache._identity import MARKER, Identity, Target, checked_version, identify
+from my_cache._identity import Identity, Target, checked_version, identify
 from my_cache._keys import KeyFunction, Normalised, RefusedCall, local_keys, read_call_shape
 from my_cache._storages.base import MISSING, FolderStore, StoreUnavailable, UnstorableResult
 from my_cache._types import CachedFunction, CacheInfo
@@ -55,7 +56,7 @@ class FunctionCache:
         self._shape = read_call_shape(target.signature_of, ignored - captured, self.function)
         _check_encode_takes(stor.serialiser, target.signature_of, self.function)
         self._normalise = self._shape.normalise
-        if target.has_instance:
+        if target.instance is not None:
             # A bound method's or callable instance's self is an argument, by value.
             instance, unbound = (target.instance,), self._shape.normalise
 
@@ -80,7 +81,7 @@ class FunctionCache:
         identity = self._identify()
         prefix = identity.prefix
         key: KeyFunction = functools.partial(self._hashed_key, prefix)
-        local = self._process_local and not self.target.has_instance
+        local = self._process_local and self.target.instance is None
         if local and type(self.stor.serialiser) is SerialiseBin:
             # marshal's keys make the same hits as SerialiseBin's in a fraction of the time,
             # but are valid in this process only (see local_keys).
@@ -218,10 +219,10 @@ class FunctionCache:
             return self.invalidate(args, kwargs)
 
         # A callable instance's attributes are its state, not the wrapper's.
-        copied = () if self.target.has_instance and func is self.target.instance else ("__dict__",)
+        copied = () if func is self.target.instance else ("__dict__",)
         functools.update_wrapper(wrapper, func, updated=copied)
         controlled = cast(Any, wrapper)
-        setattr(controlled, MARKER, self.target)
+        setattr(controlled, MARKER, self.target.call)
         controlled.cache_info = self.info
         controlled.cache_clear = self.clear
         controlled.invalidate = invalidate

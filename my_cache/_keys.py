@@ -51,8 +51,11 @@ def make_normaliser(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Nor
 
 def read_call_shape(func: Callable[..., Any], ignore: Iterable[str], name: str) -> CallShape:
     """Read ``func``'s signature once and return how to normalise its calls; ``name`` is the
-    function's name in error messages."""
-    signature = inspect.signature(func)
+    function's name in error messages; TypeError if Python does not tell its parameters."""
+    try:
+        signature = inspect.signature(func)
+    except ValueError as error:  # some builtins: max, print
+        raise TypeError(f"cannot cache {name}(): {error}, so calls cannot be keyed") from None
     params = list(signature.parameters.values())
     ignored = frozenset([ignore] if isinstance(ignore, str) else ignore)
     unknown = ignored - signature.parameters.keys()

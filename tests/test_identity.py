@@ -1845,3 +1845,877 @@ def test_closures_over_generated_distinct_values_never_share(
         check()
     finally:
         stor.close()
+
+
+# --- round 2 ----------------------------------------------------------------------------------
+# The other direction: everyday code must be cached (not refused), must hit again in the next
+# run, and must never crash the identity; and the corners of classes, class-based decorators,
+# builtin methods and partials.
+
+EVERYDAY = """
+import cmath, collections, dataclasses, datetime, decimal, enum, logging, math, pathlib, re
+import typing
+
+import pydantic
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+class Shade(enum.Enum):
+    DARK = "dark"
+
+@dataclasses.dataclass
+class Config:
+    rate: int
+    name: str = "config"
+
+class Pair(typing.NamedTuple):
+    a: int
+    b: str = "b"
+
+class Session:
+    '''Like requests.Session: a base URL and headers.'''
+    def __init__(self, base):
+        self.base = base
+        self.headers = {"User-Agent": "job", "Accept": "*/*"}
+
+    def url(self, path):
+        return self.base + path
+
+class Price(pydantic.BaseModel):
+    amount: int = 1
+
+class Cost(pydantic.BaseModel):
+    amount: int = 2
+
+@functools.lru_cache
+def doubled(x):
+    return 2 * x
+
+@functools.lru_cache
+def tripled(x):
+    return 3 * x
+
+def make_config_class(k):
+    @dataclasses.dataclass
+    class Local:
+        rate: int = k
+    return Local
+
+def make(value):
+    @stor.cache(folder="cache/everyday")
+    def apply(x):
+        runs.append(x)
+        return BODY
+    return apply
+"""
+
+EVERYDAY_VALUES = [
+    pytest.param(
+        'logging.getLogger("job.a")', 'logging.getLogger("job.b")', "value.name * x", id="logger"
+    ),
+    pytest.param(
+        'pathlib.Path("/srv/a")', 'pathlib.Path("/srv/b")', "str(value / str(x))", id="path"
+    ),
+    pytest.param(
+        "datetime.datetime(2024, 1, 1, 12)",
+        "datetime.datetime(2024, 1, 2, 12)",
+        "(value + datetime.timedelta(days=x)).isoformat()",
+        id="datetime",
+    ),
+    pytest.param(
+        'decimal.Decimal("1.10")', 'decimal.Decimal("1.1")', "str(value * x)",
+        id="decimals-equal-but-not-alike",
+    ),
+    pytest.param("Color.RED", "Color.GREEN", "value.value * x", id="enum-member"),
+    pytest.param("Color", "Shade", "[m.value for m in value] * x", id="enum-class"),
+    pytest.param("Config(2)", "Config(3)", "value.rate * x", id="dataclass-instance"),
+    pytest.param(
+        "make_config_class(2)", "make_config_class(3)", "value().rate * x",
+        id="local-dataclass-class",
+    ),
+    pytest.param("Pair(2)", "Pair(3)", "value.a * x", id="namedtuple"),
+    pytest.param(
+        're.compile("a+")', 're.compile("b+")', 'value.findall("aab" * x)', id="compiled-regex"
+    ),
+    pytest.param("math", "cmath", "str(value.sqrt(4 * x))", id="module"),
+    pytest.param("doubled", "tripled", "value(x)", id="lru_cache-function"),
+    pytest.param(
+        "collections.OrderedDict", "dict", "type(value([(1, x)])).__name__", id="stdlib-class"
+    ),
+    pytest.param("Price", "Cost", "value().amount * x", id="pydantic-model-class"),
+    pytest.param("Price(amount=5)", "Price(amount=6)", "value.amount * x", id="pydantic-model"),
+    pytest.param(
+        'Session("https://a.example")', 'Session("https://b.example")', "value.url(str(x))",
+        id="session-object",
+    ),
+    pytest.param(
+        '{"op": lambda x: x + 1}', '{"op": lambda x: x * 10}', 'value["op"](x)',
+        id="dict-of-lambdas",
+    ),
+    pytest.param(
+        '{frozenset({"a"}), frozenset({"b", "c"})}',
+        '{frozenset({"a", "b"}), frozenset({"c"})}',
+        "sorted(sorted(s) * x for s in value)",
+        id="set-of-frozensets",
+    ),
+]
+
+
+@pytest.mark.parametrize(("first", "second", "body"), EVERYDAY_VALUES)
+def test_closures_over_everyday_values_are_cached_and_kept_apart(
+    make_stor: MakeStor, monkeypatch: pytest.MonkeyPatch, first: str, second: str, body: str
+) -> None:
+    job = load(monkeypatch, make_stor(), EVERYDAY.replace("BODY", body))
+    one, two = job.make(eval(first, vars(job))), job.make(eval(second, vars(job)))
+    expected = [
+        eval(body, {**vars(job), "value": eval(source, vars(job)), "x": 1})
+        for source in (first, second)
+    ]
+    assert expected[0] != expected[1]
+
+    for _ in range(2):
+        assert [one(1), two(1)] == expected
+    assert job.runs == [1, 1]
+    assert [one.cache_info(), two.cache_info()] == [(1, 1), (1, 1)]
+
+
+def _local_session() -> Any:
+    class Session:  # a class of a function's own: pickle cannot name it
+        def __init__(self) -> None:
+            self.headers = {"User-Agent": "job"}
+
+    return Session()
+
+
+def _counting() -> Iterator[int]:
+    yield from range(3)
+
+
+def _sqlite_connection() -> Any:
+    import sqlite3
+
+    return sqlite3.connect(":memory:")
+
+
+def _logging_handler() -> Any:
+    import logging
+
+    return logging.StreamHandler()
+
+
+def _mock_of_a_function() -> Any:
+    from unittest import mock
+
+    return mock.Mock(spec=_counting)
+
+
+REFUSED_RESOURCES: dict[str, Callable[[Path], Any]] = {
+    "lock": lambda _: threading.Lock(),
+    "rlock": lambda _: threading.RLock(),
+    "event": lambda _: threading.Event(),
+    "sqlite3-connection": lambda _: _sqlite_connection(),
+    "open-file": lambda tmp: open(tmp / "log.txt", "w"),  # noqa: SIM115 (closed by the test)
+    "generator": lambda _: _counting(),
+    "local-class-session": lambda _: _local_session(),
+    "logging-handler": lambda _: _logging_handler(),
+}
+
+REFUSED = """
+def make(resource, options):
+    @CACHE(folder="cache/refused", **options)
+    ASYNC def apply(x):
+        resource
+        runs.append(x)
+        return x * 2
+    return apply
+"""
+
+
+@pytest.mark.parametrize("kind", list(REFUSED_RESOURCES))
+async def test_a_refused_everyday_resource_names_a_remedy_that_works(
+    memory_stor: CacheStor, mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
+) -> None:
+    resource = REFUSED_RESOURCES[kind](tmp_path)
+    try:
+        job = load(monkeypatch, memory_stor, REFUSED, mode=mode)
+        with pytest.raises(TypeError) as refused:
+            await call(job.make(resource, {}), 1)
+        message = str(refused.value)
+        assert "job:make.<locals>.apply()" in message
+        assert "'resource'" in message
+        assert "ignore=['resource']" in message
+        # The remedy it names works (and two closures over the ignored value share).
+        first = job.make(resource, {"ignore": ["resource"]})
+        second = job.make(resource, {"ignore": ["resource"]})
+        assert [await call(first, 1), await call(first, 1), await call(second, 1)] == [2, 2, 2]
+        assert job.runs == [1]
+    finally:
+        if hasattr(resource, "close"):
+            resource.close()
+
+
+def test_a_refused_captured_value_is_not_called_an_argument(memory_stor: CacheStor) -> None:
+    lock = threading.Lock()
+
+    @memory_stor.cache(folder="cache/refused")
+    def guarded(x: int) -> int:
+        with lock:
+            return x
+
+    with pytest.raises(TypeError) as refused:
+        guarded(1)
+    assert "'lock'" in str(refused.value)
+    assert "positional argument" not in str(refused.value)
+
+
+def test_singledispatch_functions_are_cached(memory_stor: CacheStor) -> None:
+    @functools.singledispatch
+    def render(value: Any) -> str:
+        return f"value {value}"
+
+    @render.register
+    def _(value: int) -> str:
+        return f"int {value}"
+
+    @memory_stor.cache(folder="cache/dispatch")
+    def page(x: Any) -> str:
+        return render(x)
+
+    direct = memory_stor.cache(folder="cache/dispatch")(render)
+    assert [page(1), page(1), direct("a"), direct("a")] == ["int 1", "int 1", "value a", "value a"]
+    assert [page.cache_info(), direct.cache_info()] == [(1, 1), (1, 1)]
+
+
+# Run twice in two processes with different PYTHONHASHSEED: every call of the second run hits.
+# Both programs key a closure over each value and report its first call.
+FIRST_CALL = """
+def make(value):
+    @stor.cache(folder="cache/seeded")
+    def apply(x):
+        value
+        return x
+    return apply
+
+def first_call(value):
+    apply = make(value)
+    return [apply(1), list(apply.cache_info())]
+"""
+
+SEEDED = """
+import abc, collections, dataclasses, enum, json, logging, pathlib, re, sys, typing
+import pydantic
+from my_cache import CacheStor
+
+stor = CacheStor()
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+class Model(pydantic.BaseModel):
+    name: str = "m"
+    tags: frozenset[str] = frozenset({"alpha", "beta", "gamma"})
+
+@dataclasses.dataclass
+class Point:
+    x: int = 0
+    y: int = 0
+
+class Pair(typing.NamedTuple):
+    a: int
+    b: str = "b"
+
+class Tagged:
+    tags = {"alpha", "beta", "gamma", "delta"}
+    index = {"alpha": {"a", "l", "p"}, "beta": {"b", "e", "t"}}
+
+    def tagged(self, word):
+        return word in self.tags
+
+T = typing.TypeVar("T")
+
+class Box(typing.Generic[T]):
+    def get(self):
+        return None
+
+class Shape(abc.ABC):
+    @abc.abstractmethod
+    def area(self): ...
+
+class Square(Shape):
+    def area(self):
+        return 1
+
+CAPTURED = {
+    "set-of-strings": {"alpha", "beta", "gamma", "delta", "epsilon"},
+    "dict-with-str-keys": {"alpha": 1, "beta": 2, "gamma": 3},
+    "frozensets": {frozenset({"a", "b"}), frozenset({"c", "d", "e"})},
+    "class-with-set-attributes": Tagged,
+    "pydantic-model-class": Model,
+    "enum-class": Color,
+    "enum-member": Color.GREEN,
+    "dataclass-class": Point,
+    "dataclass-instance": Point(1, 2),
+    "namedtuple": Pair(1),
+    "logger": logging.getLogger("job"),
+    "path": pathlib.Path("/srv/data"),
+    "regex": re.compile(r"[a-z]+"),
+    "dict-of-lambdas": {"inc": lambda x: x + 1, "dbl": lambda x: x * 2},
+    "generic-class": Box,
+    "abstract-class": Square,
+    "stdlib-class": collections.OrderedDict,
+}
+
+if sys.argv[1:] == ["warm"]:
+    # What fills classes' lazy caches before the first call, in one run and not the next.
+    isinstance(Square(), Shape), issubclass(int, Shape), Model(name="x"), Box[int], Color("red")
+
+{first_call}
+print(json.dumps({name: first_call(value) for name, value in CAPTURED.items()}))
+""".replace("{first_call}", FIRST_CALL)
+
+
+def test_everyday_captured_values_hit_in_the_next_process(
+    run_python: RunPython, lasting_env: dict[str, str]
+) -> None:
+    first = ran(run_python(SEEDED, args=("warm",), env={**lasting_env, "PYTHONHASHSEED": "1"}))
+    second = ran(run_python(SEEDED, env={**lasting_env, "PYTHONHASHSEED": "2"}))
+    assert first == {name: [1, [0, 1]] for name in first}
+    assert second == {name: [1, [1, 0]] for name in first}
+
+
+SEEDED_SETS = """
+import dataclasses, json
+import pydantic
+from my_cache import CacheStor
+
+stor = CacheStor()
+
+class Settings(pydantic.BaseModel):
+    host: str
+    port: int
+    user: str = "guest"
+
+    @stor.cache(folder="cache/seeded")
+    def url(self, path):
+        return f"{self.host}:{self.port}{path}"
+
+@dataclasses.dataclass
+class Query:
+    table: str
+    columns: frozenset = frozenset({"id", "name", "email", "created"})
+
+class Filter:
+    def __init__(self):
+        self.allowed = {"alpha", "beta", "gamma", "delta"}
+
+CAPTURED = {
+    "pydantic-model": Settings(host="db", port=5432, user="admin"),
+    "dataclass-with-a-frozenset-field": Query("users"),
+    "object-with-a-set-attribute": Filter(),
+}
+
+{first_call}
+settings = CAPTURED["pydantic-model"]
+print(json.dumps({
+    **{name: first_call(value) for name, value in CAPTURED.items()},
+    "method-of-a-pydantic-model": [settings.url("/x"), list(Settings.url.cache_info())],
+}))
+""".replace("{first_call}", FIRST_CALL)
+
+
+def test_objects_holding_sets_hit_in_the_next_process(
+    run_python: RunPython, tmp_path: Path
+) -> None:
+    env = {"MYCACHE_TYPE_STORAGE": "in_disk", "MYCACHE_DB_FILE": str(tmp_path / "c.db")}
+    first = ran(run_python(SEEDED_SETS, env={**env, "PYTHONHASHSEED": "1"}))
+    second = ran(run_python(SEEDED_SETS, env={**env, "PYTHONHASHSEED": "2"}))
+    assert [info for _, info in first.values()] == [[0, 1]] * 4
+    assert {name: info for name, (_, info) in second.items()} == {name: [1, 0] for name in first}
+
+
+SEEDED_FLAG = """
+import enum, json, sys
+from my_cache import CacheStor
+
+stor = CacheStor()
+
+class Permission(enum.Flag):
+    READ = 1
+    WRITE = 2
+    EXECUTE = 4
+
+if sys.argv[1:] == ["rw"]:
+    Permission.READ | Permission.WRITE  # as parsing a command line does before the call
+
+def make(flags):
+    @stor.cache(folder="cache/flags")
+    def allowed(x):
+        return bool(flags.READ & x)
+    return allowed
+
+allowed = make(Permission)
+print(json.dumps([allowed(Permission.READ), list(allowed.cache_info())]))
+"""
+
+
+def test_a_captured_flag_class_hits_whatever_flags_were_combined_before(
+    run_python: RunPython, tmp_path: Path
+) -> None:
+    env = {"MYCACHE_TYPE_STORAGE": "in_disk", "MYCACHE_DB_FILE": str(tmp_path / "c.db")}
+    assert ran(run_python(SEEDED_FLAG, env=env)) == [True, [0, 1]]
+    assert ran(run_python(SEEDED_FLAG, args=("rw",), env=env)) == [True, [1, 0]]
+
+
+# --- round 2: classes, class-based decorators, builtin methods, partials ---------------------
+
+CACHED_METHODS = """
+class Base:
+    ASYNC def price(self, x):
+        return x * 2
+
+class Shop(Base):
+    @CACHE(folder="cache/shop")
+    ASYNC def price(self, x):
+        runs.append(x)
+        return AWAIT super().price(x) + 1
+
+class Catalogue:
+    def __init__(self, scale=10):
+        self.scale = scale
+
+    @CACHE(folder="cache/shop")
+    ASYNC def lookup(self, x):
+        runs.append(x)
+        return x * self.scale
+
+def make(cls):
+    @CACHE(folder="cache/shop")
+    ASYNC def lookup(x):
+        return AWAIT cls().lookup(x)
+    return lookup
+"""
+
+
+async def test_a_cached_method_calling_super_is_cached(
+    memory_stor: CacheStor, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = load(monkeypatch, memory_stor, CACHED_METHODS, mode=mode)
+    assert [await call(job.Shop().price, 1), await call(job.Shop().price, 1)] == [3, 3]
+    assert job.runs == [1]
+
+
+@pytest.mark.parametrize("how", ["captured", "decorated"])
+async def test_a_class_with_a_cached_method_can_be_captured_or_decorated(
+    memory_stor: CacheStor, mode: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    job = load(monkeypatch, memory_stor, CACHED_METHODS, mode=mode)
+    if how == "captured":
+        lookup = job.make(job.Catalogue)
+    else:
+        made = memory_stor.cache(folder="cache/classes")(job.Catalogue)
+
+        async def lookup(x: int) -> Any:
+            return await call(made().lookup, x)
+
+    assert [await call(lookup, 2), await call(lookup, 2)] == [20, 20]
+    assert job.runs == [2]
+
+
+AT_CLASS = """
+@stor.cache(folder="cache/points")
+class Point:
+    def __init__(self, x):
+        runs.append(x)
+        self.x = x
+"""
+
+
+def test_a_class_decorated_with_the_at_syntax_is_stored_or_refused_clearly(
+    make_lasting_stor: MakeStor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = load(monkeypatch, make_lasting_stor(), AT_CLASS)
+    try:
+        assert [job.Point(1).x, job.Point(1).x] == [1, 1]
+    except TypeError as error:  # a refusal at the first call must name the class
+        assert "job:Point" in str(error)
+        assert job.runs == []
+    else:
+        assert job.runs == [1]
+
+
+TRACED = """
+class Traced:
+    '''A class-based decorator, as many code bases write them.'''
+    def __init__(self, function):
+        functools.update_wrapper(self, function)
+        self.function = function
+
+    def __call__(self, x):
+        return self.function(x)
+
+@Traced
+def square(x):
+    return x * x
+
+@Traced
+def negate(x):
+    return -x
+"""
+
+
+def test_functions_under_a_class_based_decorator_never_share(
+    make_stor: MakeStor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stor = make_stor()
+    job = load(monkeypatch, stor, TRACED)
+
+    def decorate(traced: Any) -> Any:
+        """Decorate it, following the remedy of the refusal if there is one."""
+        cached = stor.cache(folder="cache/traced")(traced)
+        try:
+            cached(0)
+        except TypeError as error:
+            assert "ignore=['self']" in str(error)
+            cached = stor.cache(folder="cache/traced", ignore=["self"])(traced)
+        return cached
+
+    square, negate = decorate(job.square), decorate(job.negate)
+    assert [square(3), negate(3), square(3), negate(3)] == [9, -3, 9, -3]
+
+
+def test_builtin_bound_methods_and_partials_of_methods(
+    make_stor: MakeStor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stor = make_stor()
+    job = load(monkeypatch, stor, CAPTURES)  # Scale(k).apply(x) is x * k
+    calls: list[tuple[Any, tuple[Any, ...], Any]] = [
+        ("a-b".split, ("-",), ["a", "b"]),
+        ("c-d".split, ("-",), ["c", "d"]),
+        (functools.partial(job.Scale(2).apply), (5,), 10),
+        (functools.partial(job.Scale(3).apply), (5,), 15),
+        (functools.partial(job.Scale.apply, job.Scale(2)), (5,), 10),
+        (functools.partial(job.Scale.apply, job.Scale(3)), (5,), 15),
+        (functools.partial(job.Scale(2).apply, 5), (), 10),
+        (functools.partial(job.Scale(3).apply, 5), (), 15),
+    ]
+    made = [stor.cache(folder="cache/bound")(function) for function, _, _ in calls]
+    for _ in range(2):
+        assert [f(*args) for f, (_, args, _) in zip(made, calls, strict=True)] == [
+            expected for _, _, expected in calls
+        ]
+    assert [f.cache_info() for f in made] == [(1, 1)] * len(calls)
+    # Equal objects share: a new decoration of an equal bound method or partial hits.
+    again = [
+        stor.cache(folder="cache/bound")("a-b".split),
+        stor.cache(folder="cache/bound")(functools.partial(job.Scale(3).apply, 5)),
+    ]
+    assert [again[0]("-"), again[1]()] == [["a", "b"], 15]
+    assert [f.cache_info() for f in again] == [(1, 0), (1, 0)]
+
+
+CLASS_KINDS = """
+import abc, enum, typing
+
+T = typing.TypeVar("T")
+
+class Repository(typing.Generic[T]):
+    def __init__(self, table):
+        self.table = table
+
+    @stor.cache(folder="cache/kinds")
+    def get(self, key):
+        runs.append(("get", self.table, key))
+        return f"{self.table}/{key}"
+
+class Box(typing.Generic[T]):
+    def __init__(self, item):
+        runs.append(("box", item))
+        self.item = item
+
+class Shape(abc.ABC):
+    @abc.abstractmethod
+    def area(self): ...
+
+class Square(Shape):
+    def __init__(self, side):
+        runs.append(("square", side))
+        self.side = side
+
+    def area(self):
+        return self.side ** 2
+
+class Slotted:
+    __slots__ = ("k",)
+
+    def __init__(self, k):
+        self.k = k
+
+    @stor.cache(folder="cache/kinds")
+    def times(self, x):
+        runs.append(("times", self.k, x))
+        return x * self.k
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+box = stor.cache(folder="cache/kinds")(Box)
+square = stor.cache(folder="cache/kinds")(Square)
+color = stor.cache(folder="cache/kinds")(Color)
+
+def run(warm):
+    if warm:  # fills the ABC's and typing's caches before the first calls
+        isinstance(Square(1), Shape), issubclass(int, Shape), Repository[int], Box[str]
+    return [
+        Repository[int]("users").get(1), Repository("users").get(1), box("pen").item,
+        square(2).area(), color(1) is Color.RED, Slotted(2).times(5), Slotted(3).times(5),
+    ]
+"""
+
+
+def test_generic_abstract_slotted_and_enum_classes_hit_in_the_next_run(
+    make_lasting_stor: MakeStor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stor = make_lasting_stor()
+    values = load(monkeypatch, stor, CLASS_KINDS).run(warm=True)
+    stor.close()
+    second = load(monkeypatch, make_lasting_stor(), CLASS_KINDS)
+    assert second.run(warm=False) == values == ["users/1", "users/1", "pen", 4, True, 10, 15]
+    assert second.runs == []
+
+
+RICH_CLASS = """
+import dataclasses, functools
+
+@dataclasses.dataclass
+class Order:
+    qty: int
+    price: float = 2.0
+    tags: list = dataclasses.field(default_factory=lambda: ["new"])
+
+    def __post_init__(self):
+        runs.append(self.qty)
+        self.total = self.scaled(self.qty * self.price) + self.fee
+        self.label = self.summary
+
+    def scaled(self, amount, factor=10):
+        return amount * factor
+
+    @property
+    def fee(self):
+        return 1
+
+    @functools.cached_property
+    def summary(self):
+        return f"{self.qty} x {self.price}"
+
+entry = stor.cache(folder="cache/orders")(Order)
+"""
+
+RICH_EDITS = [
+    pytest.param(edit("", ""), (21.0, ["new"], "1 x 2.0"), True, id="identical"),
+    pytest.param(edit("2.0", "3.0"), (31.0, ["new"], "1 x 3.0"), False, id="field-default"),
+    pytest.param(
+        edit('["new"]', '["old"]'), (21.0, ["old"], "1 x 2.0"), False, id="default-factory"
+    ),
+    pytest.param(edit("return 1", "return 2"), (22.0, ["new"], "1 x 2.0"), False, id="property"),
+    pytest.param(
+        edit("factor=10", "factor=100"),
+        (201.0, ["new"], "1 x 2.0"),
+        False,
+        id="method-default",
+    ),
+    pytest.param(
+        edit("x {self.price}", "* {self.price}"),
+        (21.0, ["new"], "1 * 2.0"),
+        False,
+        id="cached_property",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "value", "hit"), RICH_EDITS)
+def test_a_decorated_dataclass_edited_between_runs(
+    make_lasting_stor: MakeStor,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[str], str],
+    value: tuple[Any, ...],
+    hit: bool,
+) -> None:
+    stor = make_lasting_stor()
+    order = load(monkeypatch, stor, RICH_CLASS).entry(1)
+    assert (order.total, order.tags, order.label) == (21.0, ["new"], "1 x 2.0")
+    stor.close()
+    job = load(monkeypatch, make_lasting_stor(), change(RICH_CLASS))
+    order = job.entry(1)
+    assert (order.total, order.tags, order.label) == value
+    assert job.runs == ([] if hit else [1])
+
+
+# --- round 2: what must never crash the identity ---------------------------------------------
+
+
+class _AttrDict(dict[str, Any]):
+    """A dict whose keys read as attributes: a missing one is a KeyError, not AttributeError."""
+
+    __getattr__ = dict.__getitem__
+
+
+class _RequestProxy:
+    """Like werkzeug's LocalProxy outside a request: every unknown attribute raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("working outside of request context")
+
+
+def _nested_lists(depth: int) -> list[Any]:
+    nested: list[Any] = []
+    for _ in range(depth):
+        nested = [nested]
+    return nested
+
+
+UNUSUAL: dict[str, Callable[[], Any]] = {
+    "attribute-dict": lambda: _AttrDict(rate=2),
+    "request-proxy": _RequestProxy,
+    "mock-with-a-function-spec": _mock_of_a_function,
+    "deeply-nested-lists": lambda: _nested_lists(1000),
+    "class-without-a-module": lambda: type("Anonymous", (), {"__module__": None}),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNUSUAL))
+def test_unusual_captured_values_are_cached_or_refused_clearly(
+    memory_stor: CacheStor, kind: str
+) -> None:
+    value = UNUSUAL[kind]()
+
+    @memory_stor.cache(folder="cache/unusual")
+    def apply(x: int) -> int:
+        assert value is not None
+        return x
+
+    try:
+        assert [apply(1), apply(1)] == [1, 1]
+    except TypeError as error:
+        assert "apply()" in str(error)
+        assert "'value'" in str(error)
+
+
+SELF_REFERRING = """
+class Worker:
+    '''A callable object that picks its implementation once.'''
+    def __init__(self, fast):
+        self.impl = self.fast if fast else self.slow
+
+    def fast(self, x):
+        return x * 2
+
+    def slow(self, x):
+        return x + x
+
+    def __call__(self, x):
+        return self.impl(x)
+
+def make(worker):
+    @stor.cache(folder="cache/workers")
+    def work(x):
+        runs.append(x)
+        return worker(x)
+    return work
+"""
+
+
+def test_a_captured_callable_holding_its_own_bound_method_is_cached(
+    memory_stor: CacheStor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = load(monkeypatch, memory_stor, SELF_REFERRING)
+    work = job.make(job.Worker(True))
+    assert [work(2), work(2)] == [4, 4]
+    assert job.runs == [2]
+
+
+def test_a_deep_pipeline_of_captured_closures_is_cached_and_kept_apart(
+    memory_stor: CacheStor,
+) -> None:
+    def compose(first: Callable[[int], int], then: Callable[[int], int]) -> Callable[[int], int]:
+        def composed(x: int) -> int:
+            return then(first(x))
+
+        return composed
+
+    def pipeline(step: int) -> Callable[[int], int]:
+        function: Callable[[int], int] = lambda x: x  # noqa: E731
+        for _ in range(100):
+            function = compose(function, lambda x: x + step)
+        return memory_stor.cache(folder="cache/pipelines")(function)
+
+    ones, twos = pipeline(1), pipeline(2)
+    assert [ones(0), twos(0), ones(0), twos(0)] == [100, 200, 100, 200]
+    assert [ones.cache_info(), twos.cache_info()] == [(1, 1), (1, 1)]
+
+
+def test_captured_values_are_read_at_the_first_call_only(memory_stor: CacheStor) -> None:
+    reads: list[int] = []
+
+    class Counted:
+        """Counts how often it is pickled (what hashing a captured value does)."""
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            reads.append(1)
+            return (int, (7,))
+
+    counted = Counted()
+
+    @memory_stor.cache(folder="cache/once")
+    def apply(x: int) -> int:
+        assert counted is not None
+        return x
+
+    assert apply(1) == 1
+    first = len(reads)
+    assert first >= 1
+    assert [apply(1), apply(2), apply(3), apply(2)] == [1, 2, 3, 2]
+    assert len(reads) == first
+
+
+# --- round 2: where a class is defined -------------------------------------------------------
+
+SHIFTS = """
+def make(k):
+    class Shift:
+        def __init__(self, x):
+            runs.append((k, x))
+            self.value = x + k
+    return Shift
+"""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param("a-module", id="a-module"),
+        pytest.param(
+            "a-module-named-like-the-stdlib",
+        ),
+        pytest.param(
+            "exec-without-a-module",
+        ),
+    ],
+)
+def test_classes_made_by_one_factory_never_share_wherever_they_are_defined(
+    memory_stor: CacheStor, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    if where == "exec-without-a-module":
+        namespace: dict[str, Any] = {"runs": []}
+        exec(textwrap.dedent(SHIFTS), namespace)
+        make = namespace["make"]
+    else:
+        name = "statistics" if where == "a-module-named-like-the-stdlib" else "shifts"
+        make = load(monkeypatch, memory_stor, SHIFTS, name=name).make
+    one = memory_stor.cache(folder="cache/shifts")(make(1))
+    ten = memory_stor.cache(folder="cache/shifts")(make(10))
+    assert [one(1).value, ten(1).value, one(1).value, ten(1).value] == [2, 11, 2, 11]

@@ -29,6 +29,16 @@ _C_MEMBERS = (
 )
 
 
+def cached_by(value: Any) -> Any:
+    """What one of our wrappers calls, or ``value`` itself. A ``functools.wraps`` wrapper
+    around ours copies the marker too, but wraps ours, not what ours calls."""
+    if isinstance(value, types.FunctionType):
+        called = value.__dict__.get(MARKER)
+        if called is not None and value.__dict__.get("__wrapped__") is called:
+            return cached_by(called)
+    return value
+
+
 class CapturedValueError(TypeError):
     """A captured value that cannot be told apart, named with its path and a remedy."""
 
@@ -64,10 +74,12 @@ class Describer:
         cells = getattr(function, "__closure__", None)
         if code is None or not cells:
             return ()
-        registry = function.__dict__.get("registry")
-        if isinstance(registry, types.MappingProxyType):
+        registry = _dispatch_registry(function)
+        if registry is not None:
             # functools.singledispatch: its implementations, not its cache of weak references
-            implementations = sorted((name_of(kind), f) for kind, f in registry.items())
+            implementations = sorted(
+                ((name_of(kind), f) for kind, f in registry.items()), key=lambda item: item[0]
+            )
             return (("registry", self.value("its implementations", implementations)),)
         ignored = self._ignore if not self._path else frozenset()
         described: list[Any] = []
@@ -119,8 +131,7 @@ class Describer:
             return (kind, "unrepresentable settings")
 
     def _value(self, value: Any) -> Any:
-        if isinstance(value, types.FunctionType):
-            value = value.__dict__.get(MARKER, value)  # one of ours: what it caches
+        value = cached_by(value)
         walked_by_parts = isinstance(value, types.FunctionType | type) or _is_python_callable(
             value
         )
@@ -134,7 +145,8 @@ class Describer:
             if self._with_code:
                 self.codes.append(code_form(value))
             defaults = self._value((value.__defaults__, value.__kwdefaults__))
-            return ("function", name_of(value), defaults, self.captures(value))
+            held = _held_functions(value)
+            return ("function", name_of(value), defaults, self.captures(value), self._value(held))
         if isinstance(value, type):
             return self._class(value)
         if walked_by_parts:  # a callable object of a Python class (a class-based decorator)
@@ -167,15 +179,23 @@ class Describer:
             functions = _functions_in(member)
             if functions:
                 members.append((attribute, tuple(self._value(f) for f in functions)))
-            elif not attribute.startswith("_") and not isinstance(member, _C_MEMBERS):
-                # Private and dunder attributes left out: internals, often filled lazily
-                # (Enum's value maps, registries), which would make every run another class.
+            elif not _is_internal(attribute) and not isinstance(member, _C_MEMBERS):
+                mark = (len(self._walked), len(self.codes))
                 try:
                     members.append((attribute, self.value(attribute, member)))
-                except TypeError:
+                except TypeError:  # e.g. a registry of objects: its type must do
+                    self._forget_since(mark)
                     members.append((attribute, ("unrepresentable", type(member).__qualname__)))
         bases = tuple(self._value(base) for base in cls.__bases__ if base is not object)
         return ("class", name_of(cls), tuple(members), bases)
+
+    def _forget_since(self, mark: tuple[int, int]) -> None:
+        """Undo the numbering of a description that was dropped: a later sighting of what it
+        met must describe it in full, not refer back to nothing."""
+        walked, codes = mark
+        for dropped in self._walked[walked:]:
+            del self._numbers[id(dropped)]
+        del self._walked[walked:], self.codes[codes:]
 
     def _container(self, value: tuple[Any, ...] | list[Any] | dict[Any, Any]) -> Any:
         """Walked, not serialised whole: it may hold functions (a dispatch table)."""
@@ -184,8 +204,9 @@ class Describer:
         self._open.add(id(value))
         try:
             if isinstance(value, dict):
-                items = sorted((self._serialised(k), self._value(v)) for k, v in value.items())
-                return ("dict", tuple(items))
+                # Walked in key order: the code of the functions met goes to codes in order.
+                keyed = sorted(((self._serialised(k), v) for k, v in value.items()), key=_first)
+                return ("dict", tuple((key, self._value(v)) for key, v in keyed))
             return (type(value).__name__, tuple(self._value(item) for item in value))
         finally:
             self._open.discard(id(value))
@@ -210,6 +231,42 @@ class Describer:
             f"which is part of its identity, but {reason}. Pass it as an argument instead, "
             + remedy
         )
+
+
+def _dispatch_registry(function: Any) -> types.MappingProxyType[Any, Any] | None:
+    """A functools.singledispatch function's registry (not a copy functools.wraps made)."""
+    registry = function.__dict__.get("registry")
+    if isinstance(registry, types.MappingProxyType) and (
+        function.__code__.co_filename == functools.__file__
+    ):
+        return registry
+    return None
+
+
+def _held_functions(function: types.FunctionType) -> dict[str, Any]:
+    """Callables kept in a function's attributes (``wrapper.impl = f``), called as much as
+    captured ones; not those functools.wraps copied from the function it wraps, nor a
+    singledispatch function's machinery."""
+    if _dispatch_registry(function) is not None:
+        return {}
+    wrapped = getattr(function.__dict__.get("__wrapped__"), "__dict__", {})
+    return {
+        name: held
+        for name, held in function.__dict__.items()
+        if callable(held) and name not in (MARKER, "__wrapped__") and wrapped.get(name) is not held
+    }
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
+
+
+def _is_internal(attribute: str) -> bool:
+    """Dunder and _sunder_ names: Python's and Enum's machinery, often filled lazily (Enum's
+    value maps), which would make every run another class; and ABCs' _abc_impl."""
+    if attribute.startswith("__") and attribute.endswith("__"):
+        return True
+    return (attribute.startswith("_") and attribute.endswith("_")) or attribute.startswith("_abc_")
 
 
 def _is_python_callable(value: Any) -> bool:
@@ -242,12 +299,12 @@ def _is_library(cls: type) -> bool:
 
 
 def _functions_in(member: Any) -> tuple[Any, ...]:
-    """The functions a class attribute runs: a method's, a static or class method's, a
-    property's or cached_property's, a partialmethod's."""
-    if isinstance(member, staticmethod | classmethod):
-        member = member.__func__
-    if isinstance(member, property):
-        return tuple(f for f in (member.fget, member.fset, member.fdel) if f is not None)
-    if isinstance(member, functools.cached_property | functools.partialmethod):
-        return (member.func,)
-    return (member,) if isinstance(member, types.FunctionType) else ()
+    """The functions a class attribute runs: a method, or what a descriptor holds (static
+    and class methods, property, cached_property, partialmethod, singledispatchmethod and
+    alike keep theirs in one of these attributes)."""
+    if isinstance(member, types.FunctionType):
+        return (member,)
+    if not hasattr(type(member), "__get__"):
+        return ()
+    held = (_attribute(member, name) for name in ("__func__", "func", "fget", "fset", "fdel"))
+    return tuple(f for f in held if isinstance(f, types.FunctionType | functools.partial))

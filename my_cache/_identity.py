@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from my_cache._describe import Describer
+from my_cache._describe import Describer, cached_by
 from my_cache._fingerprint import code_form
 from my_cache._naming import name_of
 from my_cache._storages.base import Entry
@@ -87,7 +87,8 @@ def take_apart(func: Any) -> Target:
         method = func.__func__
         return Target(func, method, method, name_of(method), instance=func.__self__)
     if isinstance(func, types.FunctionType | type):
-        return Target(func, func, func, name_of(func))
+        inner = _unwrapped(func)  # one of ours cached again: what it caches
+        return Target(func, inner, func, name_of(inner))
     call = getattr(type(func), "__call__", None)  # noqa: B004 (the class's, not the object's)
     if isinstance(call, types.FunctionType):  # a callable object, a class-based decorator too
         # A decorator object is named by what it decorates, as functools.wraps names it.
@@ -96,7 +97,7 @@ def take_apart(func: Any) -> Target:
         return Target(func, call, call, name, instance=func)
     owner = getattr(func, "__self__", None)
     if isinstance(func, types.BuiltinMethodType | types.MethodWrapperType) and not (
-        owner is None or isinstance(owner, types.ModuleType)
+        owner is None or isinstance(owner, types.ModuleType | type)  # dict.fromkeys: a name
     ):  # {}.get, pattern.findall: their object is keyed by value with each call
         unbound = getattr(type(owner), func.__name__)
         return Target(func, func, unbound, name_of(func), instance=owner)
@@ -110,9 +111,12 @@ def take_apart(func: Any) -> Target:
 
 
 def _unwrapped(func: Any) -> Any:
-    """The Python function behind ``func``: a method's, or what lru_cache and alike wrap."""
+    """The Python function behind ``func``: a method's, what one of our wrappers caches, or
+    what lru_cache and alike wrap."""
     if isinstance(func, types.MethodType):
         return func.__func__
+    if cached_by(func) is not func:
+        return _unwrapped(cached_by(func))
     wrapped = getattr(func, "__wrapped__", None)
     if not isinstance(func, types.FunctionType) and wrapped is not None:
         return _unwrapped(wrapped)

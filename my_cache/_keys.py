@@ -152,6 +152,7 @@ def _refuser(func: Callable[..., Any], signature: inspect.Signature) -> Callable
     namespace: dict[str, Any] = {}
     exec(f"def refuser{stand_in}: pass", namespace)  # its text holds parameter names only
     refuser: Callable[..., None] = namespace["refuser"]
+    func = inspect.unwrap(func)  # named as the function the signature is read from
     code = getattr(func, "__code__", None)
     refuser.__name__ = getattr(func, "__name__", "function")
     refuser.__qualname__ = str(

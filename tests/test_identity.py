@@ -34,7 +34,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -2719,3 +2719,236 @@ def test_classes_made_by_one_factory_never_share_wherever_they_are_defined(
     one = memory_stor.cache(folder="cache/shifts")(make(1))
     ten = memory_stor.cache(folder="cache/shifts")(make(10))
     assert [one(1).value, ten(1).value, one(1).value, ten(1).value] == [2, 11, 2, 11]
+
+
+# --- round 3 ----------------------------------------------------------------------------------
+# A second review's findings: wrappers that copy a cached function's attributes, numbering in
+# the walk, class internals, descriptors, and runs that must hit whatever the hash seed.
+
+
+def scaled_by(k: int) -> Callable[[Callable[[int], int]], Callable[[int], int]]:
+    """An everyday decorator factory: functools.wraps copies the wrapped function's __dict__."""
+
+    def decorate(function: Callable[[int], int]) -> Callable[[int], int]:
+        @functools.wraps(function)
+        def wrapper(x: int) -> int:
+            return function(x) * k
+
+        return wrapper
+
+    return decorate
+
+
+def test_wrappers_around_a_cached_function_never_share(memory_stor: CacheStor) -> None:
+    @memory_stor.cache(folder="cache/base")
+    def base(x: int) -> int:
+        return x + 1
+
+    def make_job(step: Callable[[int], int]) -> Callable[[int], int]:
+        @memory_stor.cache(folder="cache/job")
+        def job(x: int) -> int:
+            return step(x)
+
+        return job
+
+    assert [make_job(scaled_by(2)(base))(10), make_job(scaled_by(3)(base))(10)] == [22, 33]
+
+
+def test_wrappers_around_a_singledispatch_function_never_share(memory_stor: CacheStor) -> None:
+    @functools.singledispatch
+    def area(shape: Any) -> int:
+        return 0
+
+    @area.register
+    def _(side: int) -> int:
+        return side * side
+
+    doubled = memory_stor.cache(folder="cache/area")(scaled_by(2)(area))
+    tripled = memory_stor.cache(folder="cache/area")(scaled_by(3)(area))
+    assert [doubled(4), tripled(4)] == [32, 48]
+
+
+def test_a_function_met_first_inside_a_refused_class_attribute_is_still_described(
+    memory_stor: CacheStor,
+) -> None:
+    def make(k: int) -> Callable[[int], int]:
+        def scale(x: int) -> int:
+            return x * k
+
+        class Registry:  # a lock beside it: the attribute counts by its type only
+            handlers: ClassVar[list[Any]] = [scale, threading.Lock()]
+
+        @memory_stor.cache(folder="cache/registry")
+        def apply(x: int) -> int:
+            assert Registry.handlers
+            return scale(x)
+
+        return apply
+
+    assert [make(1)(5), make(2)(5)] == [5, 10]
+
+
+def test_private_class_attributes_are_part_of_a_class(memory_stor: CacheStor) -> None:
+    def make(k: int) -> type:
+        class Scaled:
+            _factor = k
+
+            def __init__(self, x: int) -> None:
+                self.value = x * self._factor
+
+        return Scaled
+
+    made = [memory_stor.cache(folder="cache/private")(make(k))(5).value for k in (1, 2)]
+    assert made == [5, 10]
+
+
+def test_functions_kept_in_a_wrappers_attributes_never_share(memory_stor: CacheStor) -> None:
+    def make(implementation: Callable[[int], int]) -> Callable[[int], int]:
+        def run(x: int) -> int:
+            return run.impl(x)  # type: ignore[attr-defined, no-any-return]
+
+        run.impl = implementation  # type: ignore[attr-defined]
+        return memory_stor.cache(folder="cache/held")(run)
+
+    assert [make(lambda x: x * 2)(3), make(lambda x: x + 4)(3)] == [6, 7]
+
+
+def test_builtin_class_methods_can_be_decorated(memory_stor: CacheStor) -> None:
+    from_keys = memory_stor.cache(folder="cache/builtin")(dict.fromkeys)
+    from_hex = memory_stor.cache(folder="cache/builtin")(bytes.fromhex)
+    assert [from_keys("ab"), from_keys("ab"), from_hex("ff")] == [
+        {"a": None, "b": None},
+        {"a": None, "b": None},
+        b"\xff",
+    ]
+    assert from_keys.cache_info() == (1, 1)
+
+
+def test_a_cached_function_cached_again_refuses_calls_in_its_own_words(
+    memory_stor: CacheStor,
+) -> None:
+    @memory_stor.cache(folder="cache/inner")
+    def power(x: int, n: int) -> int:
+        return x**n
+
+    outer = memory_stor.cache(folder="cache/outer")(power)
+    assert [outer(3, 2), outer(3, 2), outer.cache_info().hits] == [9, 9, 1]
+    with pytest.raises(TypeError) as refused:
+        outer(3)  # type: ignore[call-arg]
+    # Python's words for power itself, not for the cache's wrapper.
+    message = str(refused.value)
+    assert message.endswith("<locals>.power() missing 1 required positional argument: 'n'")
+
+
+DISPATCH_TABLE = """
+import json, sys
+from my_cache import CacheStor
+
+stor = CacheStor()
+
+def add(x): return x + 1
+def mul(x): return x * 2
+def neg(x): return -x
+OPERATIONS = {"add": add, "mul": mul, "neg": neg}
+
+def build(enabled):  # a set, as read from a config file: its order follows the hash seed
+    table = {name: OPERATIONS[name] for name in enabled}
+    @stor.cache(folder="cache/table")
+    def run(name, x):
+        return table[name](x)
+    return run
+
+run = build({"add", "mul", "neg"})
+print(json.dumps([run("add", 1), run("mul", 1), run.cache_info().hits]))
+"""
+
+
+def test_a_captured_dispatch_table_hits_whatever_the_hash_seed(
+    run_python: RunPython, lasting_env: dict[str, str]
+) -> None:
+    first = ran(run_python(DISPATCH_TABLE, env={**lasting_env, "PYTHONHASHSEED": "1"}))
+    later = [
+        ran(run_python(DISPATCH_TABLE, env={**lasting_env, "PYTHONHASHSEED": seed}))
+        for seed in "2345"
+    ]
+    assert first == [2, 2, 0]
+    assert later == [[2, 2, 2]] * 4
+
+
+ATTRS_CLASS = """
+import json
+import attrs
+from my_cache import CacheStor
+
+stor = CacheStor()
+
+@attrs.frozen
+class Point:  # attrs writes hash(<a string>) into the __hash__ it generates
+    x: int
+    y: int
+
+make_point = stor.cache(folder="cache/points")(Point)
+make_point(1, 2)
+print(json.dumps(make_point.cache_info().hits))
+"""
+
+
+def test_an_attrs_class_hits_whatever_the_hash_seed(
+    run_python: RunPython, lasting_env: dict[str, str]
+) -> None:
+    runs = [
+        ran(run_python(ATTRS_CLASS, env={**lasting_env, "PYTHONHASHSEED": seed}))
+        for seed in "123"
+    ]
+    assert runs == [0, 1, 1]
+
+
+DESCRIPTORS = """
+import functools
+
+class lazy:  # a cached property as Django and werkzeug write it
+    def __init__(self, func):
+        self.func = func
+    def __get__(self, obj, cls):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.func.__name__] = self.func(obj)
+        return value
+
+class Shape:
+    def __init__(self, side):
+        self.side = side
+        self.area_now = self.area
+        self.scaled = self.scale(2)
+
+    @lazy
+    def area(self):
+        return self.side OP self.side
+
+    @functools.singledispatchmethod
+    def scale(self, k):
+        return self.side OP k
+"""
+
+DESCRIPTORS_RUN = """
+import json, sys
+sys.path.insert(0, ".")
+from my_cache import CacheStor
+import shapes
+
+stor = CacheStor()
+make = stor.cache(folder="cache/shapes")(shapes.Shape)
+shape = make(3)
+print(json.dumps([shape.area_now, shape.scaled, make.cache_info().hits]))
+"""
+
+
+def test_methods_behind_descriptors_are_part_of_a_decorated_class(
+    run_python: RunPython, lasting_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**lasting_env, "PYTHONDONTWRITEBYTECODE": "1"}
+    (tmp_path / "shapes.py").write_text(DESCRIPTORS.replace("OP", "*"))
+    assert ran(run_python(DESCRIPTORS_RUN, env=env)) == [9, 6, 0]
+    assert ran(run_python(DESCRIPTORS_RUN, env=env)) == [9, 6, 1]
+    (tmp_path / "shapes.py").write_text(DESCRIPTORS.replace("OP", "+"))
+    assert ran(run_python(DESCRIPTORS_RUN, env=env)) == [6, 5, 0]

@@ -196,3 +196,48 @@ async def test_cache_async_recovers_from_a_garbled_value_file(tmp_path: Path) ->
     assert await produce("x") == LARGE
     assert runs == ["x"]
     stor.close()
+
+
+def swap_stored_values(folder: Path, large: bool) -> None:
+    """Give each of the two entries in ``folder`` the other's stored bytes, as a moved or
+    restored value file (or a hand-edited database) would."""
+    if large:
+        first, second = value_files(folder)
+        first.rename(folder / "swap")
+        second.rename(first)
+        (folder / "swap").rename(second)
+        return
+    with sqlite3.connect(folder / "cache.db") as database:
+        (one, one_value), (two, two_value) = database.execute(
+            "SELECT rowid, value FROM Cache ORDER BY rowid"
+        ).fetchall()
+        database.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (two_value, one))
+        database.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (one_value, two))
+
+
+@pytest.mark.parametrize("size", [100, 300_000], ids=["inline", "value-file"])
+def test_swapped_entries_are_never_served_for_each_other(tmp_path: Path, size: int) -> None:
+    runs: list[int] = []
+
+    def open_blob() -> tuple[CacheStor, Callable[[int], bytes]]:
+        stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+
+        @stor.cache(folder=tmp_path / "blobs", ignore=["runs"])
+        def blob(n: int) -> bytes:
+            runs.append(n)
+            return bytes([n]) * size
+
+        return stor, blob
+
+    stor, blob = open_blob()
+    assert [blob(1), blob(2)] == [b"\x01" * size, b"\x02" * size]
+    stor.close()
+    swap_stored_values(tmp_path / "blobs", large=size > 32 * 1024)
+    stor, blob = open_blob()
+    with capture_logs() as events:
+        assert [blob(1), blob(2)] == [b"\x01" * size, b"\x02" * size]
+    assert runs == [1, 2, 1, 2]
+    assert warnings_of(events) == ["my_cache.damaged_entry"] * 2
+    assert "another key" in events[0]["reason"]
+    assert [blob(1), blob(2)] == [b"\x01" * size, b"\x02" * size] and runs == [1, 2, 1, 2]
+    stor.close()

@@ -35,7 +35,7 @@ def folder(tmp_path: Path, now: list[float]) -> DiskFolder:
 def test_reads_agree_with_diskcache(folder: DiskFolder, tmp_path: Path, now: list[float]) -> None:
     with diskcache.Cache(str(tmp_path / "store")) as raw:
         for key, value in VALUES.items():
-            assert folder.get(key) == value == load_result(raw.get(key))
+            assert folder.get(key) == value == load_result(raw.get(key), key)
         assert folder.get("absent") is MISSING
         assert raw.get("absent") is None
         assert folder.get("short-lived") == 1

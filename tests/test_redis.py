@@ -380,6 +380,23 @@ def test_a_damaged_value_is_recomputed(redis_stor: CacheStor, redis_url: str) ->
     assert square(4) == 16 and runs == [4, 4]
 
 
+def test_swapped_values_are_never_served_for_each_other(
+    redis_stor: CacheStor, redis_url: str
+) -> None:
+    square, runs = counted_square(redis_stor, "cache/swap")
+
+    assert [square(2), square(3)] == [4, 9]
+    with redis.Redis.from_url(redis_url) as client:
+        first, second = sorted(client.scan_iter("mycache:value:*"))
+        first_value, second_value = client.get(first), client.get(second)
+        client.set(first, second_value)
+        client.set(second, first_value)
+    with capture_logs() as events:
+        assert [square(2), square(3)] == [4, 9]
+    assert runs == [2, 3, 2, 3]
+    assert [e["event"] for e in events] == ["my_cache.damaged_entry"] * 2
+
+
 def test_rows_of_vanished_values_are_dropped_from_listings(
     redis_stor: CacheStor, redis_url: str
 ) -> None:

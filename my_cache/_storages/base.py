@@ -161,32 +161,45 @@ class DamagedEntry(Exception):
     """Stored bytes that are not an intact result: never returned, always recomputed."""
 
 
-# A stored result is this header, then its pickle. The CRC-32 catches accidental damage (a
-# torn or garbled file) that could otherwise unpickle into a wrong value; tampering is kept
-# out by file permissions, not by the checksum.
+# A stored result is this header, then its pickle. The CRC-32 runs over the entry's key and
+# then the pickle: it catches accidental damage (a torn or garbled file) and bytes that belong
+# to another key (a moved or swapped value file), either of which could otherwise unpickle
+# into a wrong value. Tampering is kept out by file permissions, not by the checksum.
 _HEADER = struct.Struct(">3sI")
-_FORMAT = b"MC\x01"
+_FORMAT = b"MC\x02"
+_OLDER_FORMATS = frozenset({b"MC\x01"})
 
 
-def dump_result(value: Any) -> bytes:
-    """A result as stored bytes, or UnstorableResult saying why it cannot be pickled."""
+def dump_result(value: Any, key: str) -> bytes:
+    """A result as stored bytes for ``key``, or UnstorableResult saying why it cannot be
+    pickled."""
     try:
         pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as error:
         raise UnstorableResult(f"{type(value).__qualname__} cannot be pickled: {error}") from error
-    return _HEADER.pack(_FORMAT, zlib.crc32(pickled)) + pickled
+    return _HEADER.pack(_FORMAT, _checksum(key, pickled)) + pickled
 
 
-def load_result(data: bytes) -> Any:
-    """The result in bytes written by ``dump_result``; DamagedEntry if they are not intact."""
+def _checksum(key: str, pickled: bytes | memoryview) -> int:
+    return zlib.crc32(pickled, zlib.crc32(key.encode("utf-8", "surrogatepass")))
+
+
+def load_result(data: bytes, key: str) -> Any:
+    """The result ``dump_result`` wrote for ``key``; DamagedEntry if the bytes are not intact
+    or were written for another key."""
     if len(data) < _HEADER.size:
         raise DamagedEntry(f"{len(data)} bytes are too few for an entry")
     fmt, checksum = _HEADER.unpack_from(data)
+    if fmt in _OLDER_FORMATS:
+        raise DamagedEntry("written by an older my_cache, without its key in the checksum")
     if fmt != _FORMAT:
         raise DamagedEntry("not an entry written by my_cache")
     pickled = memoryview(data)[_HEADER.size :]
-    if zlib.crc32(pickled) != checksum:
-        raise DamagedEntry("checksum mismatch: the stored bytes were altered")
+    if _checksum(key, pickled) != checksum:
+        raise DamagedEntry(
+            "checksum mismatch: the stored bytes were altered, or belong to another key "
+            "(a moved or swapped value file)"
+        )
     try:
         return pickle.loads(pickled)
     except Exception as error:

@@ -230,7 +230,7 @@ class DiskFolder(FolderStore):
 
     def _load(self, key: str, data: bytes) -> Any:
         try:
-            return load_result(data)
+            return load_result(data, key)
         except DamagedEntry as error:
             return self._drop(key, str(error))
 
@@ -248,7 +248,7 @@ class DiskFolder(FolderStore):
         arg_string: Callable[[], str],
         expire: float | None,
     ) -> None:
-        data = dump_result(value)
+        data = dump_result(value, key)
         cache = self._cache
         if not self._database.exists():
             cache = self._rebuild(cache, None)

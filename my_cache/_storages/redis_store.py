@@ -151,7 +151,7 @@ class RedisFolder(FolderStore):
         if data is None:
             return MISSING
         try:
-            return load_result(data)
+            return load_result(data, key)
         except DamagedEntry as error:
             _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=str(error))
             self.delete(key)
@@ -170,7 +170,7 @@ class RedisFolder(FolderStore):
         arg_string: Callable[[], str],
         expire: float | None,
     ) -> None:
-        data = dump_result(value)
+        data = dump_result(value, key)
         now = time.time()
         row = {
             "function": function,

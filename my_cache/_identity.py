@@ -1,14 +1,18 @@
 """Which function is this? The part of every key that tells decorated functions apart.
 
-A key is ``<name>:<revision>:<variant>:<call>``:
+A function has a ``name``, a ``revision`` and a ``variant``:
 
 - ``name``: ``module:qualname``, ``__main__`` named by its program (see ``_naming``).
 - ``revision``: what code computes it: ``c`` and a hash of its bytecode and of the functions
-  it captures (see ``_fingerprint``), or ``v<version>`` when the decorator pins one. Entries of
-  another revision of the same name are stale: no current code reads them.
+  it captures (see ``_fingerprint``), or ``v<version>`` when the decorator pins one.
 - ``variant``: what else makes two function objects of one code compute different things:
-  the values a closure captures, what a partial or builtin method is bound to, the ignored
-  parameters and the key serialiser (see ``_describe``).
+  the values a closure captures, what a partial is bound to, the ignored parameters and the
+  key serialiser (see ``_describe``).
+
+A key is ``<generation>:<variant>:<call hash>``: 16 hex digits of the hash of name and
+revision, 12 of the variant's. Short on purpose, since every write stores the key twice
+(store and catalogue) and a miss's cost grows with it; the name is in the catalogue's row.
+Entries of another generation of the same name are stale: no current code reads them.
 
 Worked out at the first call (a closure's cells may be filled after decoration, as a
 recursive one's is), then kept: never per call.
@@ -31,10 +35,9 @@ from my_cache._naming import name_of
 from my_cache._storages.base import Entry
 from my_cache.serialisers import Serialise
 
-_VERSION_TEXT = r"[A-Za-z0-9._+-]{1,64}"
-_VERSION = re.compile(_VERSION_TEXT)
-# What follows the name in a key of this format: an older my_cache wrote other shapes.
-_AFTER_NAME = re.compile(rf"(c[0-9a-f]{{16}}|v{_VERSION_TEXT}):[0-9a-f]{{16}}:.")
+_VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+# A key of this format; an older my_cache wrote other shapes.
+_KEY = re.compile(r"([0-9a-f]{16}):[0-9a-f]{12}:.")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Identity:
     @property
     def prefix(self) -> str:
         """Every key of this function object starts with this."""
-        return f"{self.name}:{self.revision}:{self.variant}:"
+        generation = _digest(f"{self.name}\0{self.revision}".encode())
+        return f"{generation}:{self.variant}:"
 
     def clears(self, key: str) -> bool:
         """Whether ``cache_clear()`` removes ``key``: an entry of this function object only.
@@ -172,7 +176,7 @@ def identify(
     else:
         revision = "v" + version
     return Identity(
-        target.name, revision, _digest(repr(variant).encode()), final=not describe.saw_empty
+        target.name, revision, _digest(repr(variant).encode(), 6), final=not describe.saw_empty
     )
 
 
@@ -209,31 +213,30 @@ def checked_version(name: str, version: str | int | None) -> str | None:
     return text
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+def _digest(data: bytes, size: int = 8) -> str:
+    return hashlib.blake2b(data, digest_size=size).hexdigest()
 
 
-def revision_of(function: str, key: str) -> str | None:
-    """The revision in an entry's key, or None if an older my_cache wrote it."""
-    after = key[len(function) + 1 :]
-    if not key.startswith(function + ":") or not _AFTER_NAME.match(after):
-        return None
-    return after.partition(":")[0]
+def generation_of(key: str) -> str | None:
+    """The generation (name and revision) in an entry's key, or None if an older my_cache
+    wrote it."""
+    match = _KEY.match(key)
+    return match.group(1) if match else None
 
 
 def stale_keys(entries: Iterable[Entry]) -> set[tuple[str, str]]:
     """``(folder, key)`` of the entries no current code can hit: written by other code than
     the newest entry of the same function in the same folder, or by an older my_cache."""
     newest: dict[tuple[str, str], tuple[float, str]] = {}
-    revisions = []
+    generations = []
     for entry in entries:
-        revision = revision_of(entry.function, entry.key)
-        revisions.append((entry, revision))
+        generation = generation_of(entry.key)
+        generations.append((entry, generation))
         slot = (entry.folder, entry.function)
-        if revision is not None and (slot not in newest or entry.created > newest[slot][0]):
-            newest[slot] = (entry.created, revision)
+        if generation is not None and (slot not in newest or entry.created > newest[slot][0]):
+            newest[slot] = (entry.created, generation)
     return {
         (entry.folder, entry.key)
-        for entry, revision in revisions
-        if revision is None or revision != newest[(entry.folder, entry.function)][1]
+        for entry, generation in generations
+        if generation is None or generation != newest[(entry.folder, entry.function)][1]
     }

@@ -136,7 +136,7 @@ def list_entries(
         (
             entry.folder,
             entry.function,
-            entry.key[len(entry.function) + 1 :],
+            entry.key,
             entry.arg_string,
             str(entry.size),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)),

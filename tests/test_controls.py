@@ -37,9 +37,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     yield fake
 
 
-def catalogue_keys(db_file: Path) -> list[str]:
+def catalogue_functions(db_file: Path) -> list[str]:
     with sqlite3.connect(db_file) as connection:
-        return [key for (key,) in connection.execute("SELECT key FROM entries ORDER BY key")]
+        rows = connection.execute("SELECT function FROM entries ORDER BY function")
+        return [function for (function,) in rows]
 
 
 def test_cache_info_counts_hits_and_misses(stor: CacheStor) -> None:
@@ -85,8 +86,8 @@ def test_cache_clear_removes_this_functions_entries_only(stor: CacheStor, tmp_pa
     first(1), second(1)
     assert runs == ["first1", "first2", "second1", "first1"]
     if stor.type_storage is TypeStorage.IN_DISK:
-        keys = catalogue_keys(tmp_path / "catalogue.db")
-        assert [k.split(":")[1].rpartition(".")[2] for k in keys] == ["first", "second"]
+        functions = catalogue_functions(tmp_path / "catalogue.db")
+        assert [f.rpartition(".")[2] for f in functions] == ["first", "second"]
 
 
 def test_cache_clear_spares_a_function_of_the_same_name(stor: CacheStor) -> None:
@@ -130,7 +131,7 @@ def test_invalidate_removes_one_entry(stor: CacheStor, tmp_path: Path) -> None:
     add(1), add(2)
     assert runs == [(1, 10), (2, 10), (1, 10)]
     if stor.type_storage is TypeStorage.IN_DISK:
-        assert len(catalogue_keys(tmp_path / "catalogue.db")) == 2
+        assert len(catalogue_functions(tmp_path / "catalogue.db")) == 2
 
 
 async def test_invalidate_on_async(stor: CacheStor) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +325,60 @@ def test_expired_entries_are_removed_from_disk_as_writes_go_on(
         short(n)
     with diskcache.Cache(str(tmp_path / "cache" / "short")) as raw:
         assert sorted(raw.get(key) is not None for key in raw.iterkeys()) == [True] * 64
+
+
+@pytest.fixture
+def threads_switch_often() -> Iterator[None]:
+    """Threads switch every microsecond: a control and the callers interleave inside it."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+@pytest.mark.usefixtures("threads_switch_often")
+@pytest.mark.parametrize("control", ["cache_clear", "invalidate", "close"])
+def test_in_memory_controls_under_concurrent_calls(control: str) -> None:
+    stor = CacheStor(type_storage=TypeStorage.IN_MEMORY)
+
+    @stor.cache(folder="cache/busy")
+    def triple(n: int) -> int:
+        return 3 * n
+
+    failures: list[BaseException] = []
+    wrong: list[tuple[int, int]] = []
+    controls_done = threading.Event()
+
+    def call_until_done(offset: int) -> None:
+        n = offset
+        while not controls_done.is_set():
+            n = (n + 1) % 20_000
+            try:
+                result = triple(n)
+            except BaseException as error:  # anything raised into a caller is a failure
+                failures.append(error)
+                return
+            if result != 3 * n:
+                wrong.append((n, result))
+
+    callers = [threading.Thread(target=call_until_done, args=(i * 5000,)) for i in range(4)]
+    for caller in callers:
+        caller.start()
+    try:
+        for round_ in range(8):
+            for n in range(5000):  # a large store: the control takes long enough to be cut into
+                triple(n)
+            if control == "cache_clear":
+                triple.cache_clear()
+            elif control == "invalidate":
+                triple.invalidate(round_)
+            else:
+                stor.close()
+    finally:
+        controls_done.set()
+        for caller in callers:
+            caller.join()
+    assert failures == []
+    assert wrong == []
+    assert triple(7) == 21
+    stor.close()

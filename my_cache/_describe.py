@@ -100,7 +100,7 @@ class Describer:
                 described.append((variable, self.value(variable, content)))
             except CapturedValueError:
                 raise
-            except (RecursionError, Exception) as error:  # an object's own code failing
+            except Exception as error:  # an object's own code failing, or a RecursionError
                 reason = "it is nested too deeply" if isinstance(error, RecursionError) else (
                     f"reading it failed with {error!r}"
                 )
@@ -170,8 +170,9 @@ class Describer:
         return ("value", self._serialised(value))
 
     def _class(self, cls: type) -> Any:
-        """A class by its methods (code, defaults, captures), its public attributes' values
-        and its bases; one defined in C or the standard library by its name alone."""
+        """A class by its methods (code, defaults, captures), its attributes' values (not
+        Python's or Enum's machinery) and its bases; one defined in C or the standard library
+        by its name alone."""
         if _is_library(cls):
             return ("class", name_of(cls))
         members: list[Any] = []
@@ -269,9 +270,16 @@ def _is_internal(attribute: str) -> bool:
     return (attribute.startswith("_") and attribute.endswith("_")) or attribute.startswith("_abc_")
 
 
+def python_call(value: Any) -> types.FunctionType | None:
+    """The ``__call__`` a Python class defines for its objects (the class's, not one the
+    object may carry), or None."""
+    call = getattr(type(value), "__call__", None)  # noqa: B004
+    return call if isinstance(call, types.FunctionType) else None
+
+
 def _is_python_callable(value: Any) -> bool:
-    call = getattr(type(value), "__call__", None)  # noqa: B004 (the class's, not the object's)
-    return isinstance(call, types.FunctionType) and isinstance(_attribute(value, "__dict__"), dict)
+    """A callable object of a Python class, whose state is in its ``__dict__``."""
+    return python_call(value) is not None and isinstance(_attribute(value, "__dict__"), dict)
 
 
 def _attribute(value: Any, name: str) -> Any:

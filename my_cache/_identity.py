@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from my_cache._describe import Describer, cached_by
+from my_cache._describe import Describer, cached_by, python_call
 from my_cache._fingerprint import code_form
 from my_cache._naming import name_of
 from my_cache._storages.base import Entry
@@ -93,8 +93,8 @@ def take_apart(func: Any) -> Target:
     if isinstance(func, types.FunctionType | type):
         inner = _unwrapped(func)  # one of ours cached again: what it caches
         return Target(func, inner, func, name_of(inner))
-    call = getattr(type(func), "__call__", None)  # noqa: B004 (the class's, not the object's)
-    if isinstance(call, types.FunctionType):  # a callable object, a class-based decorator too
+    call = python_call(func)
+    if call is not None:  # a callable object, a class-based decorator too
         # A decorator object is named by what it decorates, as functools.wraps names it.
         wrapped = getattr(func, "__wrapped__", None)
         name = name_of(wrapped) if isinstance(wrapped, types.FunctionType) else name_of(call)

@@ -181,8 +181,8 @@ def clear(
         click.echo("nothing to delete")
         return
     size = sum(entry.size for entry in entries)
-    what = f"{len(entries)} {'stale ' if stale else ''}entries ({size} bytes)"
-    question = f"Delete {what}?"
+    kind = "stale entries" if stale else "entries"
+    question = f"Delete {len(entries)} {kind} ({size} bytes)?"
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException(
@@ -192,7 +192,7 @@ def clear(
         click.confirm(question, abort=True)
     with reachable():
         deleted = backend.delete_entries(entries)
-    click.echo(f"deleted {deleted} {'stale ' if stale else ''}entries ({size} bytes)")
+    click.echo(f"deleted {deleted} {kind} ({size} bytes)")
 
 
 def table(

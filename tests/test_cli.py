@@ -377,6 +377,22 @@ def test_stale_entries_on_disk_are_listed_and_cleared(
     check_stale_entries_are_listed_and_cleared(tmp_path, run_python)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (README): staleness goes by which code wrote last, and code that "
+    "was put back only hits, so its entries look stale and clear --stale deletes them",
+)
+def test_code_put_back_keeps_its_entries_from_clear_stale(
+    tmp_path: Path, run_python: RunPython
+) -> None:
+    (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
+    assert run_work(tmp_path, run_python, "n * n", 2) == ["square 2", "4"]
+    assert run_work(tmp_path, run_python, "n ** 2 + 0", 2) == ["square 2", "4"]
+    assert run_work(tmp_path, run_python, "n * n", 2) == ["4"]  # put back: a hit
+    assert mycache("clear", "--stale", "--yes", cwd=tmp_path).returncode == 0
+    assert run_work(tmp_path, run_python, "n * n", 2) == ["4"]  # still a hit
+
+
 def test_stale_is_judged_per_function_in_each_folder(tmp_path: Path, run_python: RunPython) -> None:
     (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
     run_work(tmp_path, run_python, "n * n", 1, folder="cache/a")

@@ -144,7 +144,7 @@ class Describer:
         if isinstance(value, types.FunctionType):
             if self._with_code:
                 self.codes.append(code_form(value))
-            defaults = self._value((value.__defaults__, value.__kwdefaults__))
+            defaults = self._or_type((value.__defaults__, value.__kwdefaults__))
             held = _held_functions(value)
             return ("function", name_of(value), defaults, self.captures(value), self._value(held))
         if isinstance(value, type):
@@ -181,22 +181,27 @@ class Describer:
             if functions:
                 members.append((attribute, tuple(self._value(f) for f in functions)))
             elif not _is_internal(attribute) and not isinstance(member, _C_MEMBERS):
-                mark = (len(self._walked), len(self.codes))
+                self._path.append(attribute)
                 try:
-                    members.append((attribute, self.value(attribute, member)))
-                except TypeError:  # e.g. a registry of objects: its type must do
-                    self._forget_since(mark)
-                    members.append((attribute, ("unrepresentable", type(member).__qualname__)))
+                    members.append((attribute, self._or_type(member)))  # a registry of objects
+                finally:
+                    self._path.pop()
         bases = tuple(self._value(base) for base in cls.__bases__ if base is not object)
         return ("class", name_of(cls), tuple(members), bases)
 
-    def _forget_since(self, mark: tuple[int, int]) -> None:
-        """Undo the numbering of a description that was dropped: a later sighting of what it
-        met must describe it in full, not refer back to nothing."""
-        walked, codes = mark
-        for dropped in self._walked[walked:]:
-            del self._numbers[id(dropped)]
-        del self._walked[walked:], self.codes[codes:]
+    def _or_type(self, value: Any) -> Any:
+        """``value`` described, or by its type when the serialiser cannot represent it: for
+        what a class or function holds beside its code (a default of pydantic's own
+        PydanticUndefined, a registry of objects), which a refusal would make uncachable."""
+        walked, codes = len(self._walked), len(self.codes)
+        try:
+            return self._value(value)
+        except TypeError:
+            # Undo the numbering of what was met: a later sighting must describe it in full.
+            for dropped in self._walked[walked:]:
+                del self._numbers[id(dropped)]
+            del self._walked[walked:], self.codes[codes:]
+            return ("unrepresentable", type(value).__qualname__)
 
     def _container(self, value: tuple[Any, ...] | list[Any] | dict[Any, Any]) -> Any:
         """Walked, not serialised whole: it may hold functions (a dispatch table)."""

@@ -2952,3 +2952,21 @@ def test_methods_behind_descriptors_are_part_of_a_decorated_class(
     assert ran(run_python(DESCRIPTORS_RUN, env=env)) == [9, 6, 1]
     (tmp_path / "shapes.py").write_text(DESCRIPTORS.replace("OP", "+"))
     assert ran(run_python(DESCRIPTORS_RUN, env=env)) == [6, 5, 0]
+
+
+def test_a_captured_library_class_is_cached_with_the_json_serialiser() -> None:
+    # pydantic's own methods have defaults JSON cannot hold (PydanticUndefined): those count
+    # by their type, as a class's unrepresentable attributes do, instead of a refusal.
+    import pydantic
+
+    class Model(pydantic.BaseModel):
+        name: str
+
+    stor = CacheStor(type_storage=TypeStorage.IN_MEMORY, serialiser=SerialiseJson())
+
+    @stor.cache(folder="cache/models")
+    def build(name: str) -> str:
+        return Model(name=name).name
+
+    assert [build("a"), build("a"), build.cache_info().hits] == ["a", "a", 1]
+    stor.close()

@@ -126,7 +126,8 @@ class ArgumentTypeError(TypeError):
 
 class _Unrepresentable(Exception):
     def __init__(self, value: object, format: str) -> None:
-        super().__init__(value)
+        # Its type, not the value: a traceback would print all of a 200 MB bytes.
+        super().__init__(f"a {type(value).__qualname__} in {format}")
         self.value = value
         self.format = format
 

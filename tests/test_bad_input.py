@@ -124,3 +124,19 @@ def test_recursive_arguments_give_an_error_or_a_correct_key(stor: CacheStor) -> 
     looped_dict["self"] = looped_dict
     with pytest.raises(TypeError, match=r"first\(\).*'items'.*recursive"):
         first([looped_dict])
+
+
+def test_a_refused_argument_is_not_copied_into_the_error_chain() -> None:
+    stor = CacheStor(type_storage=TypeStorage.IN_MEMORY, serialiser=SerialiseJson())
+
+    @stor.cache(folder="cache/x")
+    def size(data: Any) -> int:
+        return len(data)
+
+    with pytest.raises(TypeError) as raised:
+        size(b"\x07" * 1_000_000)
+    # A traceback prints every exception of the chain: none may hold the 1 MB value's repr.
+    error: BaseException | None = raised.value
+    while error is not None:
+        assert len(str(error)) < 1000
+        error = error.__cause__

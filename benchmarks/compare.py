@@ -5,6 +5,11 @@ one pass of misses, then the best of ``--hit-passes`` passes of hits, in microse
 call. Then a scale run (opening a cache and a hit, with 1,000 and 50,000 entries) and the
 targets as ratios. Machines are noisy: compare ratios from one run, not times across runs.
 
+Last, unless ``--no-scale-100k``, the 100k rows: one IN_DISK folder filled with
+``--scale-entries`` (100,000) small entries, then ``python -m my_cache stats`` on it, in fresh
+subprocesses, in seconds above the command's own start-up (``--help``); and the bytes on disk
+beside diskcache's ``Cache.memoize`` holding the same entries.
+
     make bench        # installs the peers (the "bench" extra), then runs this
 """
 
@@ -14,14 +19,19 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import pickle
 import random
 import shutil
 import sqlite3
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +195,125 @@ def scale(root: Path, entries: int, repeats: int = 5) -> tuple[float, float]:
     return min(opens), hit
 
 
+def small_work(n: int, name: str) -> str:
+    return f"v{n}"
+
+
+def small_calls(entries: int) -> list[tuple[int, str]]:
+    return [(i, f"k{i % 1000}") for i in range(entries)]
+
+
+@dataclass
+class ScaleRows:
+    """The 100k rows: ``mycache stats`` on ``entries`` small entries, and their bytes on disk."""
+
+    entries: int
+    fill_s: float  # my_cache IN_DISK, every entry a miss through the decorator
+    peer_fill_s: float  # diskcache memoize, likewise
+    startup_s: float  # median of `python -m my_cache --help`
+    stats_s: float  # median of `python -m my_cache stats --db-file ...`
+    store_bytes: int  # every file under the folder
+    catalogue_bytes: int  # db_file and its -wal and -shm
+    peer_bytes: int  # every file under diskcache's directory
+
+    @property
+    def stats_above_startup_s(self) -> float:
+        return self.stats_s - self.startup_s
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.store_bytes + self.catalogue_bytes
+
+
+def bytes_under(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+def median_run_s(command: list[str], cwd: Path, repeats: int = 3) -> tuple[float, str]:
+    """Median wall time of ``command`` in fresh processes, and the output of its last run.
+
+    The working directory is ``cwd`` and no MYCACHE_* variable is passed on, so no
+    mycache.toml or environment setting changes what is measured.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYCACHE_")}
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
+    return statistics.median(times), done.stdout
+
+
+def scale_rows(root: Path, entries: int) -> ScaleRows:
+    """Fill an IN_DISK folder and a diskcache memoize with the same ``entries``, then measure."""
+    base = root / f"rows-{entries}"
+    db_file, folder = base / "my.db", base / "small"
+    base.mkdir()
+    arguments = small_calls(entries)
+    # Every setting is given, so no mycache.toml or MYCACHE_* variable changes what is measured.
+    stor = CacheStor(
+        db_file=db_file, type_storage=TypeStorage.IN_DISK, serialiser="bin", is_debug_log=False
+    )
+    fill = stor.cache(folder=folder)(small_work)
+    started = time.perf_counter()
+    for n, name in arguments:
+        fill(n, name)
+    fill_s = time.perf_counter() - started
+    stor.close()  # checkpoints the WAL
+
+    # eviction_policy="none" as my_cache's own folders use without a size_limit (and as the
+    # peer above): no index for eviction on either side.
+    peer = diskcache.Cache(str(base / "diskcache"), eviction_policy="none")
+    peer_fill = peer.memoize()(small_work)
+    started = time.perf_counter()
+    for n, name in arguments:
+        peer_fill(n, name)
+    peer_fill_s = time.perf_counter() - started
+    peer.close()
+
+    # Sizes first: listing drops the catalogue rows of entries it no longer finds.
+    catalogue = [Path(f"{db_file}{suffix}") for suffix in ("", "-wal", "-shm")]
+    store_bytes = bytes_under(folder)
+    catalogue_bytes = sum(path.stat().st_size for path in catalogue if path.is_file())
+    peer_bytes = bytes_under(base / "diskcache")
+
+    command = [sys.executable, "-m", "my_cache"]
+    startup_s, _ = median_run_s([*command, "--help"], cwd=base)
+    stats_s, output = median_run_s([*command, "stats", "--db-file", str(db_file)], cwd=base)
+    total = [line.split() for line in output.splitlines() if line.startswith("total")]
+    if not total or total[0][1] != str(entries):
+        raise RuntimeError(f"mycache stats did not count {entries} entries:\n{output}")
+    return ScaleRows(
+        entries,
+        fill_s,
+        peer_fill_s,
+        startup_s,
+        stats_s,
+        store_bytes,
+        catalogue_bytes,
+        peer_bytes,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=2000)
     parser.add_argument("--hit-passes", type=int, default=5)
     parser.add_argument("--scale", type=int, nargs=2, default=[1_000, 50_000])
+    parser.add_argument(
+        "--scale-100k",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the 100k rows: `mycache stats` time and bytes on disk (default: on)",
+    )
+    parser.add_argument(
+        "--scale-entries",
+        type=int,
+        default=100_000,
+        help="entries of the 100k rows (default: 100000)",
+    )
     options = parser.parse_args()
     logging.disable(logging.WARNING)  # peers' own chatter
     warnings.simplefilter("ignore")
@@ -206,10 +330,11 @@ def main() -> None:
         cachier_default = {n: cachier_default_miss_us(root, n) for n in (100, 400)}
         small, large = options.scale
         scaled = {n: scale(root, n) for n in (small, large)}
+        rows = scale_rows(root, options.scale_entries) if options.scale_100k else None
     finally:
         shutil.rmtree(root)
 
-    report(options.keys, results, floor, cachier_default, scaled)
+    report(options.keys, results, floor, cachier_default, scaled, rows)
 
 
 def report(
@@ -218,6 +343,7 @@ def report(
     floor: float,
     cachier_default: dict[int, float],
     scaled: dict[int, tuple[float, float]],
+    rows: ScaleRows | None = None,
 ) -> None:
     print(f"{keys} keys, ~1 KB values; µs per call")
     print(f"{'system':<34}{'miss':>10}{'hit':>10}")
@@ -229,6 +355,20 @@ def report(
     (small, (open_small, hit_small)), (large, (open_large, hit_large)) = scaled.items()
     print(f"IN_DISK open: {open_small:.0f} µs at {small} entries, {open_large:.0f} µs at {large}")
     print(f"IN_DISK hit:  {hit_small:.2f} µs at {small} entries, {hit_large:.2f} µs at {large}")
+    if rows is not None:
+        print(
+            f"{rows.entries} small entries filled in {rows.fill_s:.1f} s (IN_DISK), "
+            f"{rows.peer_fill_s:.1f} s (diskcache memoize)"
+        )
+        print(
+            f"mycache stats at {rows.entries}: {rows.stats_s:.3f} s, start-up (--help) "
+            f"{rows.startup_s:.3f} s: {rows.stats_above_startup_s:.3f} s above start-up"
+        )
+        print(
+            f"disk at {rows.entries}: my_cache {rows.disk_bytes} bytes (folder "
+            f"{rows.store_bytes} + catalogue {rows.catalogue_bytes}), "
+            f"diskcache memoize {rows.peer_bytes} bytes"
+        )
 
     miss = {name: values[0] for name, values in results.items()}
     hit = {name: values[1] for name, values in results.items()}
@@ -245,6 +385,11 @@ def report(
         (f"open at {large} / open at {small}", open_large / open_small, 3.0),
         (f"hit at {large} / hit at {small}", hit_large / hit_small, 1.5),
     ]
+    if rows is not None:
+        targets += [
+            (f"stats at {rows.entries} - start-up (s)", rows.stats_above_startup_s, 0.2),
+            (f"disk at {rows.entries} / diskcache memoize", rows.disk_bytes / rows.peer_bytes, 1.2),
+        ]
     print(f"\n{'target':<42}{'ratio':>8}{'limit':>8}")
     for name, value, limit in targets:
         print(f"{name:<42}{value:>8.2f}{limit:>8.2f}  {'ok' if value <= limit else 'MISSED'}")

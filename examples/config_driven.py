@@ -6,7 +6,9 @@ serialiser; switch the debug log on without touching the code:
     MYCACHE_IS_DEBUG_LOG=1 python examples/config_driven.py
 """
 
-import sqlite3
+import json
+import subprocess
+import sys
 
 from my_cache import CacheStor
 
@@ -23,10 +25,12 @@ print(cache_stor)
 print([square(n) for n in (2, 3, 2, 3)])
 cache_stor.close()
 
-with sqlite3.connect(cache_stor.db_file) as catalogue:
-    rows = catalogue.execute(
-        "SELECT function, arg_string, size FROM entries"
-        " WHERE function LIKE '%square' ORDER BY arg_string"
-    )
-    for function, arg_string, size in rows:
-        print(f"catalogued: {function} {arg_string} ({size} bytes)")
+# What is stored, as the mycache command lists it (it reads the same settings).
+listing = subprocess.run(
+    [sys.executable, "-m", "my_cache", "ls", "--function", "square", "--json"],
+    capture_output=True,
+    check=True,
+    text=True,
+)
+for entry in sorted(json.loads(listing.stdout), key=lambda entry: entry["arg_string"]):
+    print(f"catalogued: {entry['function']} {entry['arg_string']} ({entry['size']} bytes)")

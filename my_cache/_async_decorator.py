@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from my_cache._decorator import FunctionCache
 from my_cache._flight import AsyncFlights
-from my_cache._storages.base import MISSING, Deferred, StoreUnavailable
+from my_cache._storages.base import MISSING, Deferred, ForeignPath, StoreUnavailable
 from my_cache._types import CachedFunction
 
 P = ParamSpec("P")
@@ -28,6 +28,8 @@ async def load(cached: FunctionCache, key: str) -> Any:
             value = await asyncio.wrap_future(cached.stor._reader.submit(value.load))
     except StoreUnavailable:
         return MISSING
+    except ForeignPath:
+        raise
     except Exception as error:
         cached.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
         return MISSING

@@ -13,7 +13,13 @@ from my_cache._describe import MARKER
 from my_cache._flight import ThreadFlights
 from my_cache._identity import Identity, Target, checked_version, identify
 from my_cache._keys import KeyFunction, Normalised, RefusedCall, local_keys, read_call_shape
-from my_cache._storages.base import MISSING, FolderStore, StoreUnavailable, UnstorableResult
+from my_cache._storages.base import (
+    MISSING,
+    FolderStore,
+    ForeignPath,
+    StoreUnavailable,
+    UnstorableResult,
+)
 from my_cache._types import CachedFunction, CacheInfo
 from my_cache.serialisers import ArgumentTypeError, Serialise, SerialiseBin
 
@@ -109,13 +115,17 @@ class FunctionCache:
     def lookup(self, key: str) -> Any:
         """The stored value or MISSING; a hit is logged when debug is on.
 
-        A store that cannot be opened or read is warned of and makes a miss, never an error.
+        A store that cannot be opened or read is warned of and makes a miss, never an error;
+        a folder or ``db_file`` that is not my_cache's is refused with ForeignPath, before
+        the function runs.
         """
         started = time.perf_counter() if self.stor.is_debug_log else 0.0
         try:
             value = self.store().get(key)
         except StoreUnavailable:
             return MISSING
+        except ForeignPath:
+            raise
         except Exception as error:
             self.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
             return MISSING

@@ -7,23 +7,20 @@ also hold cache_async results.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
 
 from my_cache._identity import stale_keys
+from my_cache._storages import BACKENDS
 from my_cache._storages.base import Backend, Entry, StoreUnavailable
-from my_cache.cache_stor import CacheStor
-from my_cache.settings import CONFIG_ENV_VAR
+from my_cache.settings import CONFIG_ENV_VAR, TypeStorage, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,13 +61,14 @@ def selection_options(command: F) -> F:
 
 
 def open_backend(db_file: str | None, config: str | None) -> Backend:
-    """The persistent backend, with settings resolved exactly as ``CacheStor()`` does."""
-    if config is not None:
-        os.environ[CONFIG_ENV_VAR] = config
-    try:
-        return CacheStor(db_file=db_file)._open_persistent_stores().backend
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    """The persistent backend, with settings resolved exactly as ``CacheStor()`` does:
+    IN_REDIS's when that is the storage, else IN_DISK's (which holds cache_async's too)."""
+    settings = load_settings(config=config, db_file=db_file)
+    if settings.type_storage is TypeStorage.IN_REDIS:
+        return BACKENDS[TypeStorage.IN_REDIS](settings)
+    if not settings.db_file:
+        raise click.ClickException("the db_file setting is empty: no catalogue to read")
+    return BACKENDS[TypeStorage.IN_DISK](settings)
 
 
 def select(
@@ -84,8 +82,7 @@ def select(
     """The backend, its live entries of ``folder`` and ``function`` (None: all), only the
     stale ones if ``only_stale``, and the ``(folder, key)`` of those that are stale."""
     backend = open_backend(db_file, config)
-    with reachable():
-        entries = backend.entries(None if folder is None else backend.folder_name(folder), function)
+    entries = backend.entries(None if folder is None else backend.folder_name(folder), function)
     # Staleness compares the entries of one function in one folder, and a selection by folder
     # or function keeps all of those or none.
     stale = stale_keys(entries)
@@ -94,16 +91,22 @@ def select(
     return backend, entries, stale
 
 
-@contextlib.contextmanager
-def reachable() -> Iterator[None]:
-    """A store that cannot be reached (a Redis server down) ends the command with its reason."""
-    try:
-        yield
-    except StoreUnavailable as error:
-        raise click.ClickException(str(error)) from None
+class _Commands(click.Group):
+    """Commands that end with one line on stderr and exit status 1 when anything fails: a
+    store that cannot be reached, a refused path, damage, a full disk. Never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except (StoreUnavailable, ValueError) as error:  # their messages name what failed
+            raise click.ClickException(str(error)) from None
+        except Exception as error:
+            raise click.ClickException(f"{type(error).__name__}: {error}") from None
 
 
-@click.group()
+@click.group(cls=_Commands)
 def main() -> None:
     """List, count and clear what my_cache has stored."""
 
@@ -152,13 +155,9 @@ def list_entries(
 @settings_options
 def stats(db_file: str | None, config: str | None) -> None:
     """Entries and bytes per folder, and in total."""
-    _, entries, _ = select(db_file, config, None, None)
-    per_folder: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for entry in entries:
-        per_folder[entry.folder][0] += 1
-        per_folder[entry.folder][1] += entry.size
-    rows = [(folder, str(n), str(size)) for folder, (n, size) in sorted(per_folder.items())]
-    rows.append(("total", str(len(entries)), str(sum(entry.size for entry in entries))))
+    totals = open_backend(db_file, config).totals()
+    rows = [(folder, str(count), str(size)) for folder, count, size in totals]
+    rows.append(("total", str(sum(t[1] for t in totals)), str(sum(t[2] for t in totals))))
     click.echo(table(("FOLDER", "ENTRIES", "BYTES"), rows, None, numeric={"ENTRIES", "BYTES"}))
 
 
@@ -190,8 +189,7 @@ def clear(
                 "Pass --yes to delete."
             )
         click.confirm(question, abort=True)
-    with reachable():
-        deleted = backend.delete_entries(entries)
+    deleted = backend.delete_entries(entries)
     click.echo(f"deleted {deleted} {kind} ({size} bytes)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -154,8 +155,16 @@ class _TomlSource(TomlConfigSettingsSource):
             raise SettingsError(f"{file_path} is not valid TOML: {error}") from error
 
 
+# The file ``load_settings(config=...)`` reads, while it reads it.
+_chosen_config: ContextVar[str | None] = ContextVar("_chosen_config", default=None)
+
+
 def config_file() -> Path:
-    """The TOML file settings are read from: ``$MYCACHE_CONFIG``, else ``./mycache.toml``."""
+    """The TOML file settings are read from: the one ``load_settings`` was given, else
+    ``$MYCACHE_CONFIG``, else ``./mycache.toml``."""
+    chosen = _chosen_config.get()
+    if chosen is not None:
+        return Path(chosen)
     named = os.environ.get(CONFIG_ENV_VAR)
     if not named:
         return Path(DEFAULT_CONFIG_FILE)
@@ -165,16 +174,20 @@ def config_file() -> Path:
     return path
 
 
-def load_settings(**explicit: Any) -> Settings:
+def load_settings(config: str | None = None, **explicit: Any) -> Settings:
     """Resolve the settings; ``explicit`` values (None means "not given") win over every source.
 
+    ``config`` names the TOML file to read instead of ``$MYCACHE_CONFIG`` or ./mycache.toml.
     Raises SettingsError naming the field and its source when a value is invalid.
     """
     given = {name: value for name, value in explicit.items() if value is not None}
+    token = _chosen_config.set(config)
     try:
         return Settings(**given)
     except ValidationError as error:
         raise SettingsError(_describe(error, given)) from None
+    finally:
+        _chosen_config.reset(token)
 
 
 def _describe(error: ValidationError, given: dict[str, Any]) -> str:

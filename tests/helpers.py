@@ -6,6 +6,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from my_cache._storages.base import Entry
+from my_cache._storages.disk import DiskBackend
+from my_cache.settings import load_settings
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
@@ -29,3 +34,12 @@ def threads_waiting_in_flight() -> int:
         if caller is not None and caller.f_code.co_filename.endswith("_flight.py"):
             waiting += 1
     return waiting
+
+
+def listed(db_file: Path) -> list[Entry]:
+    """The IN_DISK entries ``mycache ls --db-file db_file`` lists, oldest first."""
+    backend = DiskBackend(load_settings(db_file=str(db_file)))
+    try:
+        return backend.entries()
+    finally:
+        backend.close()

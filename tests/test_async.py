@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from my_cache import CacheStor, CacheWriteError, TypeStorage
+from tests.helpers import listed
 
 from helpers import wait_until
 
@@ -82,9 +82,8 @@ async def test_results_persist_on_disk_and_in_the_catalogue_whatever_the_storage
     await stor.join()
     assert runs == 2
     assert len(stored_keys(tmp_path / "cache" / "squares")) == 2
-    with sqlite3.connect(tmp_path / "catalogue.db") as catalogue:
-        functions = catalogue.execute("SELECT function FROM entries").fetchall()
-    assert [f.endswith(".square") for (f,) in functions] == [True, True]
+    functions = [entry.function for entry in listed(tmp_path / "catalogue.db")]
+    assert [f.endswith(".square") for f in functions] == [True, True]
 
     reader = CacheStor(db_file=tmp_path / "catalogue.db", type_storage=stor.type_storage)
     read_square = reader.cache_async(folder="cache/squares", ignore=["runs"])(square.__wrapped__)

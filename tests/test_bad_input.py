@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import sqlite3
 import threading
 import tracemalloc
 from pathlib import Path
@@ -15,6 +14,7 @@ from structlog.testing import capture_logs
 
 from my_cache import CacheStor, SerialiseJson, SerialiseMsgpack, TypeStorage
 from my_cache._storages.base import ARG_STRING_LIMIT
+from tests.helpers import listed
 
 
 @pytest.mark.parametrize("serialiser", [SerialiseJson, SerialiseMsgpack])
@@ -104,8 +104,8 @@ def test_the_catalogue_keeps_a_shortened_description_of_huge_arguments(tmp_path:
 
     assert words("word " * 1_000_000) == 1_000_000
     stor.close()
-    with sqlite3.connect(tmp_path / "c.db") as catalogue:
-        (arg_string,) = catalogue.execute("SELECT arg_string FROM entries").fetchone()
+    (entry,) = listed(tmp_path / "c.db")
+    arg_string = entry.arg_string
     assert arg_string.startswith('{"args":[],"kwargs":{"text":"word word')
     assert len(arg_string) < ARG_STRING_LIMIT + 100
     full = json.dumps({"args": [], "kwargs": {"text": "word " * 1_000_000}}, separators=(",", ":"))

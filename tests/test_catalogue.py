@@ -1,4 +1,5 @@
-"""db_file, the catalogue: a row per IN_DISK entry, written on store, never read on a hit."""
+"""What IN_DISK stores: each entry described in its own row, the registry of folders in
+db_file, written at a folder's first write and never read on a hit."""
 
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ import diskcache
 import pytest
 
 from my_cache import CacheStor, SerialiseJson, TypeStorage
-from my_cache._catalogue import Catalogue
+from my_cache._storages.base import names
+from tests.helpers import listed as catalogue_rows
 from tests.helpers import wait_until
 
 
-def catalogue_rows(db_file: Path) -> list[sqlite3.Row]:
+def registered(db_file: Path) -> list[str]:
     with sqlite3.connect(db_file) as connection:
-        connection.row_factory = sqlite3.Row
-        return connection.execute("SELECT * FROM entries ORDER BY created").fetchall()
+        return [path for (path,) in connection.execute("SELECT path FROM folders")]
 
 
-def test_every_stored_entry_has_a_row(tmp_path: Path) -> None:
+def test_every_stored_entry_is_listed_with_its_description(tmp_path: Path) -> None:
     db_file = tmp_path / "catalogue.db"
     stor = CacheStor(db_file=db_file, type_storage=TypeStorage.IN_DISK, serialiser=SerialiseJson)
 
@@ -41,20 +42,24 @@ def test_every_stored_entry_has_a_row(tmp_path: Path) -> None:
     rows = catalogue_rows(db_file)
     assert len(rows) == 2
     first = rows[0]
-    assert first["folder"] == str(tmp_path / "cache" / "example")
-    assert first["function"] == f"{__name__}:test_every_stored_entry_has_a_row.<locals>.example"
+    assert first.folder == str(tmp_path / "cache" / "example")
+    assert registered(db_file) == [first.folder]
+    assert first.function == (
+        f"{__name__}:test_every_stored_entry_is_listed_with_its_description.<locals>.example"
+    )
     # A hash of the function's name and code, its variant, the call's hash.
-    assert re.fullmatch(r"[0-9a-f]{16}:[0-9a-f]{12}:[0-9a-f]{32}", first["key"])
-    assert json.loads(first["arg_string"]) == {
+    assert re.fullmatch(r"[0-9a-f]{16}:[0-9a-f]{12}:[0-9a-f]{32}", first.key)
+    assert json.loads(first.arg_string) == {
         "args": [],
         "kwargs": {"param1": "param2", "param2": False, "param3": True},
     }
-    with diskcache.Cache(first["folder"]) as raw:
-        stored = raw.get(first["key"])
-    assert first["size"] == len(stored)
+    with diskcache.Cache(first.folder) as raw:
+        stored, tag = raw.get(first.key, tag=True)
+    assert first.size == len(stored)
+    assert tag == f"{first.function}\0{first.arg_string}"  # the description is in the same row
     assert pickle.dumps(result, pickle.HIGHEST_PROTOCOL) in stored
-    assert before <= first["created"] <= after
-    assert json.loads(rows[1]["arg_string"])["kwargs"]["param1"] == "other"
+    assert before <= first.created <= after
+    assert json.loads(rows[1].arg_string)["kwargs"]["param1"] == "other"
 
 
 def test_creating_a_cache_does_not_open_the_catalogue(tmp_path: Path) -> None:
@@ -87,7 +92,9 @@ def test_a_hit_does_not_touch_the_catalogue(tmp_path: Path) -> None:
     assert not db_file.exists()
 
 
-def test_rows_of_expired_entries_are_dropped_by_later_expiring_writes(tmp_path: Path) -> None:
+def test_expired_entries_are_not_listed_and_go_with_later_expiring_writes(
+    tmp_path: Path,
+) -> None:
     stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
 
     @stor.cache(folder="cache/short", expire=0.05)
@@ -98,19 +105,22 @@ def test_rows_of_expired_entries_are_dropped_by_later_expiring_writes(tmp_path: 
     def lasting(n: int) -> int:
         return n
 
-    def functions() -> list[str]:
-        with sqlite3.connect(tmp_path / "c.db") as catalogue:
-            rows = catalogue.execute("SELECT function FROM entries ORDER BY created").fetchall()
-        return [function.rpartition(".")[2] for (function,) in rows]
+    def rows() -> int:
+        with sqlite3.connect(tmp_path / "cache" / "short" / "cache.db") as store:
+            return int(store.execute("SELECT count(*) FROM Cache").fetchone()[0])
 
     for n in range(63):
         brief(n)
     deadline = time.time() + 0.05
     assert wait_until(lambda: time.time() > deadline)  # every brief entry has expired
-    assert functions() == ["brief"] * 63
+    assert catalogue_rows(tmp_path / "c.db") == []
+    assert rows() == 63
     for n in range(64):  # the folder's 64th expiring write, the first here, drops them
         lasting(n)
-    assert functions() == ["lasting"] * 64
+    assert rows() == 64
+    assert {row.function.rpartition(".")[2] for row in catalogue_rows(tmp_path / "c.db")} == {
+        "lasting"
+    }
     stor.close()
 
 
@@ -157,10 +167,5 @@ SELECTED_BY = {
 
 
 @pytest.mark.parametrize("name", SELECTED_BY)
-def test_a_function_is_selected_by_its_name_or_the_end_of_it(tmp_path: Path, name: str) -> None:
-    catalogue = Catalogue(tmp_path / "catalogue.db")
-    for n, function in enumerate(NAMES):
-        catalogue.record("folder", function, f"{function}:c{n:016x}:key", "", 1, None)
-    selected = {entry.function for entry in catalogue.entries(None, name)}
-    catalogue.close()
-    assert selected == SELECTED_BY[name]
+def test_a_function_is_selected_by_its_name_or_the_end_of_it(name: str) -> None:
+    assert {function for function in NAMES if names(function, name)} == SELECTED_BY[name]

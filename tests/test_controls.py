@@ -4,7 +4,6 @@ expire, ignore, version, and the size_limit setting."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ import diskcache
 import pytest
 
 from my_cache import CacheInfo, CacheStor, TypeStorage
+from tests.helpers import listed
 
 
 class Clock:
@@ -40,9 +40,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 
 
 def catalogue_functions(db_file: Path) -> list[str]:
-    with sqlite3.connect(db_file) as connection:
-        rows = connection.execute("SELECT function FROM entries ORDER BY function")
-        return [function for (function,) in rows]
+    return sorted(entry.function for entry in listed(db_file))
 
 
 def test_cache_info_counts_hits_and_misses(stor: CacheStor) -> None:

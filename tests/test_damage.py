@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from my_cache import CacheStor, TypeStorage
+from tests.helpers import listed
 
 SMALL = b"A" * 100  # kept inside SQLite
 LARGE = bytes(range(256)) * 1024  # 256 KiB: kept in a value file
@@ -143,19 +144,27 @@ def test_a_data_folder_deleted_while_the_cache_is_open(counted: Counted, run_pyt
     assert run_python(program).stdout == f"{len(LARGE)} 0\n"
 
 
-def test_a_garbled_catalogue_is_rebuilt_and_hits_still_work(counted: Counted) -> None:
+def registered(db_file: Path) -> list[str]:
+    with sqlite3.connect(db_file) as registry:
+        return [path for (path,) in registry.execute("SELECT path FROM folders")]
+
+
+def test_a_garbled_catalogue_is_set_aside_rebuilt_and_hits_still_work(counted: Counted) -> None:
     counted.stor.close()
-    counted.db_file.write_bytes(b"garbage" * 1000)
+    damaged = bytearray(counted.db_file.read_bytes())
+    damaged[100:] = b"garbage!" * ((len(damaged) - 100) // 8) + b"?" * ((len(damaged) - 100) % 8)
+    counted.db_file.write_bytes(damaged)
     for suffix in ("-wal", "-shm"):
         Path(f"{counted.db_file}{suffix}").unlink(missing_ok=True)
     counted.open()
     with capture_logs() as events:
         assert counted.value("small") == SMALL  # a hit: the catalogue is not read
-        assert counted.value("new") == LARGE  # a miss: its row is written to a new catalogue
+        assert counted.value("new") == LARGE  # a miss: the folder registers in a new one
     assert warnings_of(events) == ["my_cache.damaged_catalogue"]
     assert counted.runs == 3
-    with sqlite3.connect(counted.db_file) as catalogue:
-        assert catalogue.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+    assert registered(counted.db_file) == [str(counted.folder)]
+    assert Path(f"{counted.db_file}.damaged").read_bytes() == damaged  # kept for inspection
+    assert len(listed(counted.db_file)) == 3  # each described in its own store
 
 
 def test_a_catalogue_deleted_while_open_is_recreated(counted: Counted) -> None:
@@ -164,8 +173,8 @@ def test_a_catalogue_deleted_while_open_is_recreated(counted: Counted) -> None:
     with capture_logs() as events:
         assert counted.value("new") == LARGE
     assert warnings_of(events) == ["my_cache.missing_catalogue"]
-    with sqlite3.connect(counted.db_file) as catalogue:
-        assert catalogue.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+    assert registered(counted.db_file) == [str(counted.folder)]
+    assert len(listed(counted.db_file)) == 3
 
 
 async def test_cache_async_recovers_from_a_garbled_value_file(tmp_path: Path) -> None:

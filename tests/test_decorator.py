@@ -283,7 +283,7 @@ def test_a_result_that_cannot_be_stored_is_returned_and_not_cached(stor: CacheSt
     assert warnings[0]["function"].endswith("numbers")
 
 
-def test_a_failing_catalogue_write_still_returns_the_value(tmp_path: Path) -> None:
+def test_a_db_file_that_is_a_folder_is_refused_before_the_function_runs(tmp_path: Path) -> None:
     not_a_file = tmp_path / "catalogue_is_a_directory"
     not_a_file.mkdir()
     stor = CacheStor(db_file=not_a_file, type_storage=TypeStorage.IN_DISK)
@@ -295,12 +295,10 @@ def test_a_failing_catalogue_write_still_returns_the_value(tmp_path: Path) -> No
         runs += 1
         return x * 10
 
-    with capture_logs() as events:
-        assert w(2) == 20
-    assert [(e["event"], e["log_level"]) for e in events] == [("my_cache.write_failed", "warning")]
-    assert "OperationalError" in events[0]["reason"]
-    assert w(2) == 20  # the entry itself was written before the catalogue failed
-    assert runs == 1
+    with pytest.raises(ValueError, match=f"^db_file {not_a_file} is not a my_cache catalogue"):
+        w(2)
+    assert runs == 0
+    assert list(not_a_file.iterdir()) == []
     stor.close()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from my_cache._catalogue import Catalogue
+from my_cache._storages._registry import Registry
 from my_cache._storages.base import MISSING, load_result
 from my_cache._storages.disk import DiskFolder
 
@@ -25,7 +25,7 @@ def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def folder(tmp_path: Path, now: list[float]) -> DiskFolder:
-    store = DiskFolder(str(tmp_path / "store"), Catalogue(tmp_path / "c.db"), size_limit=None)
+    store = DiskFolder(str(tmp_path / "store"), Registry(tmp_path / "c.db"), size_limit=None)
     for key, value in VALUES.items():
         store.set(key, value, function="f", arg_string=lambda: "", expire=None)
     store.set("short-lived", 1, function="f", arg_string=lambda: "", expire=10)

@@ -20,13 +20,11 @@ import redis
 from structlog.testing import capture_logs
 
 from my_cache import CacheStor, TypeStorage
-from my_cache._storages.redis_store import _names
 from my_cache._writer import CacheWriteError
 from my_cache.settings import SettingsError
 from tests.conftest import RunPython
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer, free_port
-from tests.test_catalogue import NAMES, SELECTED_BY
 from tests.test_cli import check_stale_entries_are_listed_and_cleared, ls_json, mycache
 
 
@@ -196,12 +194,6 @@ def test_the_cli_lists_counts_and_clears_entries_in_redis(
     assert cleared.returncode == 0, cleared.stderr
     assert [e["folder"] for e in ls_json(tmp_path)] == ["cache/words"]
     assert len(value_keys(redis_env["MYCACHE_REDIS_URL"])) == 1
-
-
-@pytest.mark.parametrize("name", SELECTED_BY)
-def test_a_function_is_selected_by_its_name_or_the_end_of_it(name: str) -> None:
-    # The rule of the catalogue's SQL, for IN_REDIS's rows.
-    assert {function for function in NAMES if _names(function, name)} == SELECTED_BY[name]
 
 
 def test_stale_entries_in_redis_are_listed_and_cleared(

@@ -41,6 +41,11 @@ class StoreUnavailable(Exception):
     """The store cannot be reached for now; the store has warned of it already."""
 
 
+class ForeignPath(ValueError):
+    """A path in the settings or a ``folder`` holds something that is not my_cache's: it is
+    refused before anything is written to it. The message names the path and the remedy."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One catalogued entry, as ``mycache ls`` shows it."""
@@ -136,13 +141,34 @@ class Backend(ABC):
         Catalogue rows whose data is gone (expired, evicted, deleted) are dropped.
         """
 
+    def totals(self, folder: str | None = None) -> list[tuple[str, int, int]]:
+        """``(folder, entries, bytes)`` of each folder holding live entries, in path order."""
+        counted: dict[str, tuple[int, int]] = {}
+        for entry in self.entries(folder):
+            count, size = counted.get(entry.folder, (0, 0))
+            counted[entry.folder] = (count + 1, size + entry.size)
+        return [(name, *counted[name]) for name in sorted(counted)]
+
     @abstractmethod
     def delete_entries(self, entries: Iterable[Entry]) -> int:
-        """Delete these entries, data and catalogue rows; how many were deleted."""
+        """Delete these entries (value and description together); how many were deleted."""
 
     @abstractmethod
     def close(self) -> None:
         """Release what the backend itself holds open (its catalogue)."""
+
+
+def names(function: str, name: str) -> bool:
+    """Whether ``name`` names ``function`` (see Backend.entries): its whole module:qualname,
+    that with the ':' written as '.', or a tail of either after a '.' or ':' (``func``,
+    ``Cls.method``)."""
+    module, colon, qualname = function.rpartition(":")  # a qualname never holds a ':'
+    dotted = f"{module}.{qualname}" if colon else function
+    return (
+        name in (function, dotted)
+        or function.endswith(("." + name, ":" + name))
+        or dotted.endswith("." + name)
+    )
 
 
 # Longer descriptions are cut: a catalogue is for reading, and a 100 MB argument must not

@@ -1,4 +1,5 @@
-"""IN_DISK: a diskcache.Cache per folder, and the catalogue in ``db_file``."""
+"""IN_DISK: a diskcache.Cache per folder, each entry described in its own row; the registry
+of folders in ``db_file``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,9 +18,10 @@ import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._catalogue import Catalogue
 from my_cache._private import DIRECTORY_MODE, FILE_MODE, private_file
-from my_cache._sqlite import BUSY_TIMEOUT, is_damage, is_locked, patiently
+from my_cache._sqlite import is_damage, is_locked, patiently
+from my_cache._storages import _diskcache_table as table
+from my_cache._storages._registry import Registry
 from my_cache._storages.base import (
     MISSING,
     Backend,
@@ -28,8 +29,11 @@ from my_cache._storages.base import (
     Deferred,
     Entry,
     FolderStore,
+    ForeignPath,
     dump_result,
     load_result,
+    names,
+    shortened,
 )
 from my_cache.settings import Settings
 
@@ -37,14 +41,6 @@ if TYPE_CHECKING:
     from my_cache._identity import Identity
 
 _FILE_MISSING: Any = object()
-
-# Performance chosen over diskcache's API on the hit path: Cache.get spends about 2.7 us
-# around this very query (6.6 vs 3.8 us). It reads diskcache's own table (stable across its
-# 5.x releases; tests pin it to Cache.get), str keys being stored raw.
-_SELECT = (
-    "SELECT mode, filename, value FROM Cache"
-    " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
-)
 # Expired entries are misses at once; their rows and files go after this many expiring writes.
 _EXPIRE_EVERY = 64
 
@@ -74,50 +70,78 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
 
 
 class DiskFolder(FolderStore):
-    """One diskcache directory holding checksummed pickles under string keys.
+    """One diskcache directory holding checksummed pickles under string keys, each row
+    carrying its entry's description (function and arguments) in diskcache's ``tag``.
 
     diskcache makes each write atomic and the store safe for threads and processes. Nothing
     is evicted unless a ``size_limit`` (bytes) is set: then the least recently stored go first.
-    A damaged entry is deleted and a miss; a damaged or vanished store is rebuilt empty; each
-    is warned of.
+    Reads go through a read-only connection of our own, so reading creates nothing; the
+    diskcache.Cache that writes is opened at the first write, after the folder is registered.
+    A damaged entry is deleted and a miss; a damaged store is set aside as
+    ``<folder>.damaged`` (the last one only) and rebuilt empty; each is warned of.
     """
 
-    def __init__(self, folder: str, catalogue: Catalogue, size_limit: int | None) -> None:
-        self._folder = folder
-        self._catalogue = catalogue
+    def __init__(self, folder: str, registry: Registry, size_limit: int | None) -> None:
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            raise ForeignPath(
+                f"cache folder {folder} is a file, not a folder; choose another folder= path"
+            )
+        registry.check()
+        self.folder = folder
+        self._registry = registry
         self._size_limit = size_limit
         self._database = Path(folder) / diskcache.core.DBNAME
-        self._lock = threading.Lock()
-        self._read_lock = threading.Lock()
+        self._lock = threading.Lock()  # opening, rebuilding and closing
+        self._read_lock = threading.Lock()  # the reader connection, shared by threads
+        self._reader: sqlite3.Connection | None = None
+        self._reader_inode: int | None = None
+        self._cache: diskcache.Cache | None = None
+        self._pid = os.getpid()
         self._expiring_writes = 0
-        if not os.path.isdir(folder) and self._catalogued(folder):
-            self._warn("my_cache.missing_store", "the folder is gone; it starts empty")
-            catalogue.forget_folder(folder)
-        self._cache = self._open()
-        self._reader, self._reader_pid = self._connect_reader(), os.getpid()
 
-    def _connect_reader(self) -> sqlite3.Connection:
-        """A connection of our own for the hit path, shared by threads behind _read_lock."""
-        return sqlite3.connect(
-            self._database, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-
-    def _catalogued(self, folder: str) -> bool:
-        # Only to tell "deleted" from "new": a catalogue that cannot be read (warned of when
-        # it is written) must not keep the store itself from opening.
-        try:
-            return self._catalogue.has_folder(folder)
-        except sqlite3.Error:
+    def _forked(self) -> bool:
+        """Whether this is a child forked since the connections were opened: SQLite
+        connections must not cross a fork, so the child opens its own."""
+        if self._pid == os.getpid():
             return False
+        self._pid = os.getpid()
+        self._reader = self._cache = None
+        return True
 
-    def _open(self) -> diskcache.Cache:
+    def _open_reader(self) -> sqlite3.Connection | None:
+        """The reader connection (the caller holds _read_lock); None while there is no store."""
+        if self._reader is None or self._forked():
+            self._reader = table.connect(self._database)
+            if self._reader is not None:
+                with contextlib.suppress(OSError):
+                    self._reader_inode = os.stat(self._database).st_ino
+        return self._reader
+
+    def _writable(self) -> diskcache.Cache:
+        with self._lock:
+            if self._cache is None or self._forked():
+                self._cache = self._open_writable()
+            elif not self._database.exists():
+                self._warn("my_cache.missing_store", "the folder was removed; recreated")
+                self._close()
+                self._cache = self._open_writable()
+            return self._cache
+
+    def _open_writable(self) -> diskcache.Cache:
+        # In this order: a process registers a folder after creating it, so a folder listed
+        # before it is looked for and not found was deleted, not created meanwhile.
+        gone = self._registry.lists(self.folder) and not os.path.isdir(self.folder)
         private_file(self._database)
+        # Registered before any entry is written: `mycache` finds every entry a call can hit.
+        self._registry.register(self.folder)
+        if gone:
+            self._warn("my_cache.missing_store", "the folder is gone; it starts empty")
         try:
             return self._new_cache()
         except sqlite3.DatabaseError as error:
             if not is_damage(error):
                 raise
-            self._discard(error)
+            self._set_aside(error, None)
             private_file(self._database)
             return self._new_cache()
 
@@ -126,43 +150,45 @@ class DiskFolder(FolderStore):
             # diskcache culls on every set: two more statements that only a size limit
             # needs. Expired rows are removed every few expiring writes instead (see set).
             return diskcache.Cache(
-                self._folder, disk=PrivateDisk, eviction_policy="none", cull_limit=0
+                self.folder, disk=PrivateDisk, eviction_policy="none", cull_limit=0
             )
         return diskcache.Cache(
-            self._folder,
+            self.folder,
             disk=PrivateDisk,
             eviction_policy="least-recently-stored",
             size_limit=self._size_limit,
         )
 
-    def _discard(self, error: Exception) -> None:
-        """Remove a damaged store (and its catalogue rows)."""
-        self._warn("my_cache.damaged_store", f"{type(error).__name__}: {error}; rebuilt empty")
-        # Renamed first, so that another process never opens a half-deleted store.
-        aside = f"{self._folder}.damaged-{os.getpid()}-{time.monotonic_ns()}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self._folder, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-        self._catalogue.forget_folder(self._folder)
+    def _recover(self, error: Exception) -> None:
+        """After SQLite reported damage: set the store aside; the next write rebuilds it."""
+        with self._lock, self._read_lock:
+            inode = self._reader_inode
+            self._close()
+            self._set_aside(error, inode)
 
-    def _rebuild(self, broken: diskcache.Cache, error: Exception | None) -> diskcache.Cache:
-        """Replace the store ``broken`` was (once per breakage, whatever the threads)."""
-        with self._lock:
-            if self._cache is broken:
-                with contextlib.suppress(Exception):
-                    broken.close()
-                with self._read_lock:
-                    self._reader.close()
-                    if error is None:
-                        self._warn("my_cache.missing_store", "the folder was removed; recreated")
-                    else:
-                        self._discard(error)
-                    self._cache = self._open()
-                    self._reader = self._connect_reader()
-            return self._cache
+    def _set_aside(self, error: Exception, inode: int | None) -> None:
+        """Move a damaged store to ``<folder>.damaged``, replacing an older one there.
+
+        ``inode`` is the database found damaged: if another process has already set it
+        aside and rebuilt the store, the new store is left alone.
+        """
+        try:
+            if inode is not None and os.stat(self._database).st_ino != inode:
+                return
+        except FileNotFoundError:
+            return
+        aside = f"{self.folder}.damaged"
+        self._warn(
+            "my_cache.damaged_store",
+            f"{type(error).__name__}: {error}; set aside as {aside}, rebuilt empty",
+        )
+        shutil.rmtree(aside, ignore_errors=True)
+        # Renamed, never deleted in place: another process never opens a half-deleted store.
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.folder, aside)
 
     def _warn(self, event: str, reason: str) -> None:
-        _log.warning(event, folder=self._folder, reason=reason)
+        _log.warning(event, folder=self.folder, reason=reason)
 
     def get(self, key: str) -> Any:
         return self._read(key, read=False)
@@ -174,12 +200,11 @@ class DiskFolder(FolderStore):
         return self._read(key, read=True)
 
     def _read(self, key: str, *, read: bool) -> Any:
-        cache = self._cache
         try:
             data = self._stored(key, read)
         except sqlite3.DatabaseError as error:
             if is_damage(error):
-                self._rebuild(cache, error)
+                self._recover(error)
                 return MISSING
             if not is_locked(error):
                 raise
@@ -192,14 +217,10 @@ class DiskFolder(FolderStore):
             return self._load(key, data)
         return Deferred(lambda: self._load_file(key, data))
 
-    def _row(self, key: str) -> tuple[int, str | None, bytes | None] | None:
-        if self._reader_pid != os.getpid():  # SQLite connections do not survive a fork
-            self._reader, self._reader_pid = self._connect_reader(), os.getpid()
+    def _row(self, key: str) -> tuple[int, str | None, Any] | None:
         with self._read_lock:
-            row: tuple[int, str | None, bytes | None] | None = self._reader.execute(
-                _SELECT, (key, time.time())
-            ).fetchone()
-        return row
+            reader = self._open_reader()
+            return None if reader is None else table.value_row(reader, key)
 
     def _stored(self, key: str, read: bool) -> Any:
         """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING."""
@@ -213,7 +234,7 @@ class DiskFolder(FolderStore):
             if mode != diskcache.core.MODE_BINARY or filename is None:
                 return _FILE_MISSING  # not a row my_cache wrote
             try:
-                file = open(os.path.join(self._folder, filename), "rb")  # noqa: SIM115
+                file = open(os.path.join(self.folder, filename), "rb")  # noqa: SIM115
             except FileNotFoundError:
                 # Another process may have replaced the entry (removing the old file) between
                 # reading the row and opening the file: read the row again, once.
@@ -235,8 +256,8 @@ class DiskFolder(FolderStore):
             return self._drop(key, str(error))
 
     def _drop(self, key: str, reason: str) -> Any:
-        _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=reason)
-        self._cache.delete(key, retry=True)
+        _log.warning("my_cache.damaged_entry", folder=self.folder, key=key, reason=reason)
+        self._writable().delete(key, retry=True)
         return MISSING
 
     def set(
@@ -249,103 +270,131 @@ class DiskFolder(FolderStore):
         expire: float | None,
     ) -> None:
         data = dump_result(value, key)
-        cache = self._cache
-        if not self._database.exists():
-            cache = self._rebuild(cache, None)
+        tag = table.description(function, shortened(arg_string()))
         try:
-            self._write(cache, key, data, expire)
+            cache = self._writable()
+            self._registry.register(self.folder)  # one stat, unless db_file was replaced
+            self._write(cache, key, data, expire, tag)
         except sqlite3.DatabaseError as error:
             if not is_damage(error):
                 raise
-            cache = self._rebuild(cache, error)
-            self._write(cache, key, data, expire)
+            self._recover(error)
+            cache = self._writable()
+            self._write(cache, key, data, expire, tag)
         if expire is not None:
             self._expiring_writes += 1
             if self._expiring_writes % _EXPIRE_EVERY == 0:
                 cache.expire(retry=True)
-                self._catalogue.forget_expired(self._folder)
-        self._catalogue.record(self._folder, function, key, arg_string(), len(data), expire)
 
     @staticmethod
-    def _write(cache: diskcache.Cache, key: str, data: bytes, expire: float | None) -> None:
+    def _write(
+        cache: diskcache.Cache, key: str, data: bytes, expire: float | None, tag: str
+    ) -> None:
         if len(data) < cache.disk.min_file_size:
-            cache.set(key, data, expire=expire, retry=True)
+            cache.set(key, data, expire=expire, tag=tag, retry=True)
         else:
             # Given bytes, diskcache writes the file one *line* at a time: millions of Python
             # iterations (holding the GIL) for text-like pickles. A file object is copied in
             # 4 MiB chunks instead.
-            cache.set(key, io.BytesIO(data), read=True, expire=expire, retry=True)
+            cache.set(key, io.BytesIO(data), read=True, expire=expire, tag=tag, retry=True)
 
     def delete(self, key: str) -> bool:
-        existed: bool = self._cache.delete(key, retry=True)
-        self._catalogue.forget(self._folder, [key])
-        return existed
+        return self.delete_keys([key]) > 0
 
     def delete_function(self, identity: Identity) -> int:
-        return self.delete_keys([key for key in self._cache.iterkeys() if identity.clears(key)])
-
-    def live(self, keys: Iterable[str]) -> frozenset[str]:
-        """Which of ``keys`` still hold a value (not expired, evicted or deleted)."""
-        return frozenset(key for key in keys if key in self._cache)
+        with self._read_lock:
+            reader = self._open_reader()
+            keys = [] if reader is None else table.keys_starting(reader, identity.prefix)
+        return self.delete_keys(keys)
 
     def delete_keys(self, keys: Iterable[str]) -> int:
+        """Delete these entries, in one transaction; how many existed."""
         keys = list(keys)
-        deleted = sum(1 for key in keys if self._cache.delete(key, retry=True))
-        self._catalogue.forget(self._folder, keys)
-        return deleted
+        if not keys or not self._database.exists():
+            return 0
+        cache = self._writable()
+        with cache.transact(retry=True):
+            return sum(1 for key in keys if cache.delete(key, retry=True))
+
+    def entries(self) -> list[Entry]:
+        """The live entries, oldest first."""
+        with self._read_lock:
+            reader = self._open_reader()
+            rows = [] if reader is None else table.entries(reader)
+        return [Entry(self.folder, *row) for row in rows]
+
+    def totals(self) -> tuple[int, int]:
+        """How many live entries there are, and their bytes."""
+        with self._read_lock:
+            reader = self._open_reader()
+            return (0, 0) if reader is None else table.totals(reader)
 
     def close(self) -> None:
-        with self._read_lock:
-            self._reader.close()
-        self._cache.close()
+        with self._lock, self._read_lock:
+            self._close()
+
+    def _close(self) -> None:
+        """Close both connections (the caller holds both locks)."""
+        reader, cache, self._reader, self._cache = self._reader, self._cache, None, None
+        if reader is not None:
+            reader.close()
+        if cache is not None:
+            cache.close()
 
 
 class DiskBackend(Backend):
     persistent = True
 
     def __init__(self, settings: Settings) -> None:
-        self._catalogue = Catalogue(Path(settings.db_file))
+        self._registry = Registry(Path(settings.db_file))
         self._size_limit = settings.size_limit
 
     def open_folder(self, folder: str) -> DiskFolder:
-        return DiskFolder(folder, self._catalogue, self._size_limit)
+        return DiskFolder(folder, self._registry, self._size_limit)
+
+    def _stores(self, folder: str | None) -> list[DiskFolder]:
+        """The stores of ``folder`` (None: every registered one) that exist, for reading."""
+        paths = self._registry.folders() if folder is None else [folder]
+        return [self.open_folder(path) for path in paths if os.path.isdir(path)]
 
     def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
-        rows = self._catalogue.entries(folder, function)
-        live: set[tuple[str, str]] = set()
-        for path, in_folder in _by_folder(rows).items():
-            keys = [entry.key for entry in in_folder]
-            alive: frozenset[str] = frozenset()
-            if os.path.isdir(path):
-                store = self.open_folder(path)
-                try:
-                    alive = store.live(keys)
-                finally:
-                    store.close()
-            live.update((path, key) for key in alive)
-            self._catalogue.forget(path, [key for key in keys if key not in alive])
-        return [entry for entry in rows if (entry.folder, entry.key) in live]
+        found: list[Entry] = []
+        for store in self._stores(folder):
+            try:
+                found += store.entries()
+            finally:
+                store.close()
+        if function is not None:
+            found = [entry for entry in found if names(entry.function, function)]
+        found.sort(key=lambda entry: (entry.created, entry.folder, entry.key))
+        return found
+
+    def totals(self, folder: str | None = None) -> list[tuple[str, int, int]]:
+        counted = []
+        for store in self._stores(folder):
+            try:
+                count, size = store.totals()
+            finally:
+                store.close()
+            if count:
+                counted.append((store.folder, count, size))
+        return counted
 
     def delete_entries(self, entries: Iterable[Entry]) -> int:
+        keys_by_folder: defaultdict[str, list[str]] = defaultdict(list)
+        for entry in entries:
+            keys_by_folder[entry.folder].append(entry.key)
         deleted = 0
-        for path, in_folder in _by_folder(list(entries)).items():
-            keys = [entry.key for entry in in_folder]
+        for path, keys in keys_by_folder.items():
             if not os.path.isdir(path):
-                self._catalogue.forget(path, keys)
                 continue
             store = self.open_folder(path)
             try:
                 deleted += store.delete_keys(keys)
             finally:
                 store.close()
+        self._registry.forget_missing()
         return deleted
 
     def close(self) -> None:
-        self._catalogue.close()
-
-
-def _by_folder(entries: list[Entry]) -> dict[str, list[Entry]]:
-    grouped: defaultdict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        grouped[entry.folder].append(entry)
-    return grouped
+        self._registry.close()

@@ -38,6 +38,7 @@ from my_cache._storages.base import (
     StoreUnavailable,
     dump_result,
     load_result,
+    names,
     shortened,
 )
 from my_cache.settings import Settings
@@ -335,7 +336,7 @@ class RedisBackend(Backend):
             )
             for name in folders
             for key, row in RedisFolder(name, self._server).rows()
-            if function is None or _names(row["function"], function)
+            if function is None or names(row["function"], function)
         ]
 
     def delete_entries(self, entries: Iterable[Entry]) -> int:
@@ -349,19 +350,6 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._server.close()
-
-
-def _names(function: str, name: str) -> bool:
-    """Whether ``name`` names ``function`` (see Backend.entries): its whole module:qualname,
-    that with the ':' written as '.', or a tail of either after a '.' or ':' (``func``,
-    ``Cls.method``). The same rule as the catalogue's _FUNCTION_MATCHES."""
-    module, colon, qualname = function.rpartition(":")  # a qualname never holds a ':'
-    dotted = f"{module}.{qualname}" if colon else function
-    return (
-        name in (function, dotted)
-        or function.endswith(("." + name, ":" + name))
-        or dotted.endswith("." + name)
-    )
 
 
 def _without_password(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +48,11 @@ async def async_value(i):
 
 keys = list(range(first, first + count))
 random.Random(seed).shuffle(keys)
-if mode == "sync":
+if mode == "clear":  # clears racing the writers: count times each function's cache_clear()
+    for _ in range(count):
+        value.cache_clear()
+        async_value.cache_clear()
+elif mode == "sync":
     for i in keys:
         assert value(i) == expected(i)
         print(i, flush=True)
@@ -95,13 +101,56 @@ def test_sigkill_during_writes_leaves_every_entry_whole_or_absent(
         process.communicate(timeout=60)
         assert process.returncode == -signal.SIGKILL, f"seed {seed}"
 
+    # Every entry a call can hit is listed: the survivor computes exactly the others.
+    listed = len(mycache(tmp_path, "ls", "--json", "--folder", f"cache/{mode}"))
     # The same program, run to the end over every key, checks each value it gets.
     survivor = start(tmp_path, mode, first=0, count=3 * 40 + 120, seed=seed)
     out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, f"seed {seed}: {err}"
     assert err == "", f"seed {seed}"  # no warning: nothing damaged was found
     executions = int(out.splitlines()[-1].split()[1])
-    assert executions < 3 * 40 + 120, f"nothing survived the kills (seed {seed})"
+    assert listed > 0, f"nothing survived the kills (seed {seed})"
+    assert executions == 3 * 40 + 120 - listed, f"seed {seed}"
+
+
+def mycache(tmp_path: Path, *args: str) -> Any:
+    """Run the mycache command on the programs' catalogue; its --json output, parsed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "my_cache", *args, "--db-file", "cache/catalogue.db"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return json.loads(done.stdout) if "--json" in args else done.stdout
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_clear_after_clears_racing_writers_leaves_nothing_to_hit(
+    tmp_path: Path, mode: str
+) -> None:
+    writers = [start(tmp_path, mode, first=0, count=300, seed=seed) for seed in range(3)]
+    clears = 0
+    while clears < 2 or any(writer.poll() is None for writer in writers):
+        if clears % 2:
+            mycache(tmp_path, "clear", "--yes")
+        else:
+            clearer = start(tmp_path, "clear", first=0, count=3, seed=0)
+            assert clearer.communicate(timeout=120)[1] == ""
+            assert clearer.returncode == 0
+        clears += 1
+    for writer in writers:
+        _, err = writer.communicate(timeout=300)
+        assert writer.returncode == 0, err
+    mycache(tmp_path, "clear", "--yes")  # nothing runs beside this one
+    assert mycache(tmp_path, "ls", "--json") == []
+    last = start(tmp_path, mode, first=0, count=300, seed=99)
+    out, err = last.communicate(timeout=300)
+    assert last.returncode == 0, err
+    assert out.splitlines()[-1] == "executions 300"  # every call recomputes
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

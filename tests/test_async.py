@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from my_cache import CacheStor, CacheWriteError, TypeStorage
+from my_cache._storages._diskcache_table import key_of
 from tests.helpers import listed
 
 from helpers import wait_until
@@ -55,7 +56,7 @@ class RecordsWhereItIsLoaded:
 def stored_keys(folder: Path) -> list[str]:
     """The keys on disk in a folder's store, read with a separate diskcache handle."""
     with diskcache.Cache(str(folder)) as raw:
-        return list(raw.iterkeys())
+        return [key_of(key) for key in raw.iterkeys()]
 
 
 def test_only_async_functions_can_be_decorated(stor: CacheStor) -> None:

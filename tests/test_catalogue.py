@@ -14,6 +14,7 @@ import diskcache
 import pytest
 
 from my_cache import CacheStor, SerialiseJson, TypeStorage
+from my_cache._storages._diskcache_table import stored_key
 from my_cache._storages.base import names
 from tests.helpers import listed as catalogue_rows
 from tests.helpers import wait_until
@@ -54,9 +55,9 @@ def test_every_stored_entry_is_listed_with_its_description(tmp_path: Path) -> No
         "kwargs": {"param1": "param2", "param2": False, "param3": True},
     }
     with diskcache.Cache(first.folder) as raw:
-        stored, tag = raw.get(first.key, tag=True)
+        stored, tag = raw.get(stored_key(first.key), tag=True)
     assert first.size == len(stored)
-    assert tag == f"{first.function}\0{first.arg_string}"  # the description is in the same row
+    assert tag == first.arg_string  # the description is in the value's own row
     assert pickle.dumps(result, pickle.HIGHEST_PROTOCOL) in stored
     assert before <= first.created <= after
     assert json.loads(rows[1].arg_string)["kwargs"]["param1"] == "other"

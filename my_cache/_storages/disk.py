@@ -98,6 +98,8 @@ class DiskFolder(FolderStore):
         self._cache: diskcache.Cache | None = None
         self._pid = os.getpid()
         self._expiring_writes = 0
+        # Generations whose function name this object recorded in the store (see set).
+        self._named: set[bytes] = set()
 
     def _forked(self) -> bool:
         """Whether this is a child forked since the connections were opened: SQLite
@@ -220,7 +222,7 @@ class DiskFolder(FolderStore):
     def _row(self, key: str) -> tuple[int, str | None, Any] | None:
         with self._read_lock:
             reader = self._open_reader()
-            return None if reader is None else table.value_row(reader, key)
+            return None if reader is None else table.value_row(reader, table.stored_key(key))
 
     def _stored(self, key: str, read: bool) -> Any:
         """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING."""
@@ -257,7 +259,7 @@ class DiskFolder(FolderStore):
 
     def _drop(self, key: str, reason: str) -> Any:
         _log.warning("my_cache.damaged_entry", folder=self.folder, key=key, reason=reason)
-        self._writable().delete(key, retry=True)
+        self._writable().delete(table.stored_key(key), retry=True)
         return MISSING
 
     def set(
@@ -270,26 +272,29 @@ class DiskFolder(FolderStore):
         expire: float | None,
     ) -> None:
         data = dump_result(value, key)
-        tag = table.description(function, shortened(arg_string()))
+        stored, tag = table.stored_key(key), shortened(arg_string())
         try:
-            cache = self._writable()
-            self._registry.register(self.folder)  # one stat, unless db_file was replaced
-            self._write(cache, key, data, expire, tag)
+            cache = self._write(stored, function, data, expire, tag)
         except sqlite3.DatabaseError as error:
             if not is_damage(error):
                 raise
             self._recover(error)
-            cache = self._writable()
-            self._write(cache, key, data, expire, tag)
+            cache = self._write(stored, function, data, expire, tag)
         if expire is not None:
             self._expiring_writes += 1
             if self._expiring_writes % _EXPIRE_EVERY == 0:
                 cache.expire(retry=True)
 
-    @staticmethod
     def _write(
-        cache: diskcache.Cache, key: str, data: bytes, expire: float | None, tag: str
-    ) -> None:
+        self, key: bytes | str, function: str, data: bytes, expire: float | None, tag: str
+    ) -> diskcache.Cache:
+        cache = self._writable()
+        self._registry.register(self.folder)  # one stat, unless db_file was replaced
+        generation = key[:8] if isinstance(key, bytes) else b""
+        if generation not in self._named:
+            # Before the entry: a listed entry always has its function's name.
+            table.record_name(self._database, key, function)
+            self._named.add(generation)
         if len(data) < cache.disk.min_file_size:
             cache.set(key, data, expire=expire, tag=tag, retry=True)
         else:
@@ -297,6 +302,7 @@ class DiskFolder(FolderStore):
             # iterations (holding the GIL) for text-like pickles. A file object is copied in
             # 4 MiB chunks instead.
             cache.set(key, io.BytesIO(data), read=True, expire=expire, tag=tag, retry=True)
+        return cache
 
     def delete(self, key: str) -> bool:
         return self.delete_keys([key]) > 0
@@ -305,11 +311,13 @@ class DiskFolder(FolderStore):
         with self._read_lock:
             reader = self._open_reader()
             keys = [] if reader is None else table.keys_starting(reader, identity.prefix)
-        return self.delete_keys(keys)
+        return self._delete_stored(keys)
 
     def delete_keys(self, keys: Iterable[str]) -> int:
         """Delete these entries, in one transaction; how many existed."""
-        keys = list(keys)
+        return self._delete_stored([table.stored_key(key) for key in keys])
+
+    def _delete_stored(self, keys: list[bytes | str]) -> int:
         if not keys or not self._database.exists():
             return 0
         cache = self._writable()
@@ -336,6 +344,7 @@ class DiskFolder(FolderStore):
     def _close(self) -> None:
         """Close both connections (the caller holds both locks)."""
         reader, cache, self._reader, self._cache = self._reader, self._cache, None, None
+        self._named.clear()
         if reader is not None:
             reader.close()
         if cache is not None:

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     db_file: str = Field(
         default="cache/my.db",
-        description="The catalogue: an SQLite file listing every IN_DISK entry.",
+        description="The catalogue: an SQLite file listing every IN_DISK folder.",
     )
     type_storage: Annotated[
         TypeStorage,
@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Bytes each in_disk folder may hold before the oldest entries are evicted; "
         "none means no limit and no eviction.",
+    )
+
+    trust_group: bool = Field(
+        default=False,
+        description="Share in_disk stores with your group on purpose: read stores and db_file "
+        "that the group may write, create them group-writable. Whoever can write a store can "
+        "run code as every user of it (a value is a pickle): only for a group you trust.",
     )
 
     redis_url: str = Field(

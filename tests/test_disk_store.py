@@ -8,6 +8,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
+from my_cache._private import Access
 from my_cache._storages._registry import Registry
 from my_cache._storages.base import MISSING, load_result
 from my_cache._storages.disk import DiskFolder
@@ -25,7 +26,8 @@ def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def folder(tmp_path: Path, now: list[float]) -> DiskFolder:
-    store = DiskFolder(str(tmp_path / "store"), Registry(tmp_path / "c.db"), size_limit=None)
+    registry = Registry(tmp_path / "c.db", Access())
+    store = DiskFolder(str(tmp_path / "store"), registry, size_limit=None, access=Access())
     for key, value in VALUES.items():
         store.set(key, value, function="f", arg_string=lambda: "", expire=None)
     store.set("short-lived", 1, function="f", arg_string=lambda: "", expire=10)

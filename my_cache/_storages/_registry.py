@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from my_cache import _log
-from my_cache._private import private_file
+from my_cache._private import Access
 from my_cache._sqlite import BUSY_TIMEOUT, is_damage, patiently
-from my_cache._storages.base import ForeignPath
+from my_cache._storages.base import ForeignPath, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -38,8 +38,10 @@ class Registry:
     """The folders of one ``db_file``. Safe to share between threads (one connection behind
     a lock) and processes (SQLite WAL)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, access: Access) -> None:
         self.path = path
+        self._access = access
+        self._refusal: str | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._checked = False
@@ -53,6 +55,20 @@ class Registry:
         if not self._checked:
             _kind_of(self.path)
             self._checked = True
+
+    def _trust(self) -> None:
+        """StoreUnavailable (warned of once) if others may write ``db_file`` or its folder."""
+        if self._refusal is None:
+            for path in (self.path.parent, self.path):
+                reason = self._access.distrust(path)
+                if reason is not None:
+                    self._refusal = f"db_file not used: {reason}"
+                    self._warn("my_cache.untrusted_catalogue", self._refusal)
+                    break
+            else:
+                self._refusal = ""
+        if self._refusal:
+            raise StoreUnavailable(self._refusal)
 
     def lists(self, folder: str) -> bool:
         """Whether ``folder`` is listed."""
@@ -145,8 +161,9 @@ class Registry:
     def _new_connection(self) -> sqlite3.Connection:
         kind = _kind_of(self.path)
         self._checked = True
+        self._trust()
         # Created 0600 first: the WAL and shared-memory files SQLite adds take its mode.
-        private_file(self.path)
+        self._access.make_file(self.path)
         connection = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )

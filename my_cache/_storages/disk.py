@@ -18,7 +18,7 @@ import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._private import DIRECTORY_MODE, FILE_MODE, private_file
+from my_cache._private import Access
 from my_cache._sqlite import is_damage, is_locked, patiently
 from my_cache._storages import _diskcache_table as table
 from my_cache._storages._registry import Registry
@@ -30,6 +30,7 @@ from my_cache._storages.base import (
     Entry,
     FolderStore,
     ForeignPath,
+    StoreUnavailable,
     dump_result,
     load_result,
     names,
@@ -53,6 +54,8 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
     nothing is reachable by others: the store's own folder is 0700.
     """
 
+    access = Access()
+
     def __init__(self, directory: str, **settings: Any) -> None:
         super().__init__(directory, **settings)
         self._root = directory
@@ -63,10 +66,16 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
             file = Path(self._root, filename)
             # If another process replaced this entry meanwhile, the file is gone: nothing to do.
             with contextlib.suppress(FileNotFoundError):
-                os.chmod(file, FILE_MODE)
-                os.chmod(file.parent, DIRECTORY_MODE)
-                os.chmod(file.parent.parent, DIRECTORY_MODE)
+                os.chmod(file, self.access.file_mode)
+                os.chmod(file.parent, self.access.directory_mode)
+                os.chmod(file.parent.parent, self.access.directory_mode)
         return size, mode, filename, db_value
+
+
+class GroupDisk(PrivateDisk):
+    """PrivateDisk for a cache its owner's group shares (the trust_group setting)."""
+
+    access = Access(group=True)
 
 
 class DiskFolder(FolderStore):
@@ -81,7 +90,9 @@ class DiskFolder(FolderStore):
     ``<folder>.damaged`` (the last one only) and rebuilt empty; each is warned of.
     """
 
-    def __init__(self, folder: str, registry: Registry, size_limit: int | None) -> None:
+    def __init__(
+        self, folder: str, registry: Registry, size_limit: int | None, access: Access
+    ) -> None:
         if os.path.lexists(folder) and not os.path.isdir(folder):
             raise ForeignPath(
                 f"cache folder {folder} is a file, not a folder; choose another folder= path"
@@ -90,6 +101,9 @@ class DiskFolder(FolderStore):
         self.folder = folder
         self._registry = registry
         self._size_limit = size_limit
+        self._access = access
+        self._disk = GroupDisk if access.group else PrivateDisk
+        self._refusal: str | None = None
         self._database = Path(folder) / diskcache.core.DBNAME
         self._lock = threading.Lock()  # opening, rebuilding and closing
         self._read_lock = threading.Lock()  # the reader connection, shared by threads
@@ -110,9 +124,24 @@ class DiskFolder(FolderStore):
         self._reader = self._cache = None
         return True
 
+    def _trust(self) -> None:
+        """StoreUnavailable (warned of once) if others may write the store: it is not read."""
+        if self._refusal is None:
+            for path in (self.folder, self._database):
+                reason = self._access.distrust(path)
+                if reason is not None:
+                    self._refusal = f"store not used: {reason}"
+                    self._warn("my_cache.untrusted_store", self._refusal)
+                    break
+        if self._refusal:
+            raise StoreUnavailable(self._refusal)
+
     def _open_reader(self) -> sqlite3.Connection | None:
         """The reader connection (the caller holds _read_lock); None while there is no store."""
+        if self._refusal:
+            raise StoreUnavailable(self._refusal)
         if self._reader is None or self._forked():
+            self._trust()
             self._reader = table.connect(self._database)
             if self._reader is not None:
                 with contextlib.suppress(OSError):
@@ -121,6 +150,7 @@ class DiskFolder(FolderStore):
 
     def _writable(self) -> diskcache.Cache:
         with self._lock:
+            self._trust()
             if self._cache is None or self._forked():
                 self._cache = self._open_writable()
             elif not self._database.exists():
@@ -133,7 +163,7 @@ class DiskFolder(FolderStore):
         # In this order: a process registers a folder after creating it, so a folder listed
         # before it is looked for and not found was deleted, not created meanwhile.
         gone = self._registry.lists(self.folder) and not os.path.isdir(self.folder)
-        private_file(self._database)
+        self._access.make_file(self._database)
         # Registered before any entry is written: `mycache` finds every entry a call can hit.
         self._registry.register(self.folder)
         if gone:
@@ -144,7 +174,7 @@ class DiskFolder(FolderStore):
             if not is_damage(error):
                 raise
             self._set_aside(error, None)
-            private_file(self._database)
+            self._access.make_file(self._database)
             return self._new_cache()
 
     def _new_cache(self) -> diskcache.Cache:
@@ -152,11 +182,11 @@ class DiskFolder(FolderStore):
             # diskcache culls on every set: two more statements that only a size limit
             # needs. Expired rows are removed every few expiring writes instead (see set).
             return diskcache.Cache(
-                self.folder, disk=PrivateDisk, eviction_policy="none", cull_limit=0
+                self.folder, disk=self._disk, eviction_policy="none", cull_limit=0
             )
         return diskcache.Cache(
             self.folder,
-            disk=PrivateDisk,
+            disk=self._disk,
             eviction_policy="least-recently-stored",
             size_limit=self._size_limit,
         )
@@ -235,12 +265,17 @@ class DiskFolder(FolderStore):
                 return value
             if mode != diskcache.core.MODE_BINARY or filename is None:
                 return _FILE_MISSING  # not a row my_cache wrote
+            path = os.path.join(self.folder, filename)
             try:
-                file = open(os.path.join(self.folder, filename), "rb")  # noqa: SIM115
+                file = open(path, "rb")  # noqa: SIM115
             except FileNotFoundError:
                 # Another process may have replaced the entry (removing the old file) between
                 # reading the row and opening the file: read the row again, once.
                 continue
+            reason = self._access.distrust(path, os.fstat(file.fileno()))
+            if reason is not None:  # planted by someone who may not write here
+                file.close()
+                return _FILE_MISSING
             if read:
                 return file
             with file:
@@ -355,11 +390,12 @@ class DiskBackend(Backend):
     persistent = True
 
     def __init__(self, settings: Settings) -> None:
-        self._registry = Registry(Path(settings.db_file))
+        self._access = Access(group=settings.trust_group)
+        self._registry = Registry(Path(settings.db_file), self._access)
         self._size_limit = settings.size_limit
 
     def open_folder(self, folder: str) -> DiskFolder:
-        return DiskFolder(folder, self._registry, self._size_limit)
+        return DiskFolder(folder, self._registry, self._size_limit, self._access)
 
     def _stores(self, folder: str | None) -> list[DiskFolder]:
         """The stores of ``folder`` (None: every registered one) that exist, for reading."""
@@ -371,6 +407,8 @@ class DiskBackend(Backend):
         for store in self._stores(folder):
             try:
                 found += store.entries()
+            except StoreUnavailable:
+                continue  # not ours to read: warned of
             finally:
                 store.close()
         if function is not None:
@@ -383,6 +421,8 @@ class DiskBackend(Backend):
         for store in self._stores(folder):
             try:
                 count, size = store.totals()
+            except StoreUnavailable:
+                continue  # not ours to read: warned of
             finally:
                 store.close()
             if count:

@@ -37,7 +37,7 @@ def settings_options(command: F) -> F:
         help=f"A TOML settings file, instead of ./mycache.toml or ${CONFIG_ENV_VAR}.",
     )(command)
     return click.option(
-        "--db-file", type=click.Path(dir_okay=False), help="The catalogue, instead of the setting."
+        "--db-file", type=click.Path(), help="The catalogue, instead of the setting."
     )(command)
 
 

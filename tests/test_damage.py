@@ -3,9 +3,12 @@ logged with debug off, and the store is repaired so that later calls hit again."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,3 +253,94 @@ def test_swapped_entries_are_never_served_for_each_other(tmp_path: Path, size: i
     assert "another key" in events[0]["reason"]
     assert [blob(1), blob(2)] == [b"\x01" * size, b"\x02" * size] and runs == [1, 2, 1, 2]
     stor.close()
+
+
+def mycache(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "my_cache", *args, "--db-file", "cache/catalogue.db"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def garble_pages(database: Path) -> None:
+    """Damage every page after the SQLite header, as a torn disk write might."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    damaged = bytearray(database.read_bytes())
+    damaged[100:] = bytes(range(256)) * ((len(damaged) - 100) // 256) + b"?" * (
+        (len(damaged) - 100) % 256
+    )
+    database.write_bytes(damaged)
+
+
+def test_mycache_sets_a_garbled_store_aside_and_lists_the_others(counted: Counted) -> None:
+    other = counted.stor.cache(folder=counted.root / "cache" / "other")(lambda n: n + 1)
+    assert other(1) == 2
+    counted.stor.close()
+    garble_pages(counted.folder / "cache.db")
+    for command in (["ls", "--json"], ["stats"], ["clear", "--yes"]):
+        done = mycache(counted.root, *command)
+        assert done.returncode == 0, done.stderr
+        if command[0] == "ls":
+            assert [e["folder"] for e in json.loads(done.stdout)] == [
+                str(counted.root / "cache" / "other")
+            ]
+            assert "my_cache.damaged_store" in done.stderr
+            assert str(counted.folder) in done.stderr
+    aside = counted.root / "cache" / "values.damaged"
+    assert (aside / "cache.db").read_bytes()[100:110] == bytes(range(10))  # kept as it was
+    counted.open()
+    with capture_logs() as events:
+        assert counted.value("small") == SMALL  # recomputed in a rebuilt store, no warning
+    assert events == []
+
+
+def test_a_damaged_catalogue_keeps_the_folders_it_can_still_read(counted: Counted) -> None:
+    counted.stor.close()
+    before = listed(counted.db_file)
+    assert len(before) == 2
+    damaged = bytearray(counted.db_file.read_bytes())
+    damaged[100:108] = b"\xff" * 8  # the schema page's header: the file cannot be opened
+    counted.db_file.write_bytes(damaged)
+    done = mycache(counted.root, "ls", "--json")
+    assert done.returncode == 0
+    assert "my_cache.damaged_catalogue" in done.stderr
+    assert [e["key"] for e in json.loads(done.stdout)] == [e.key for e in before]
+    assert registered(counted.db_file) == [str(counted.folder)]
+
+
+def test_a_folder_recreated_after_a_clear_unlisted_it_is_listed_again(counted: Counted) -> None:
+    other = counted.root / "cache" / "other"
+    assert counted.stor.cache(folder=other)(lambda n: n + 1)(1) == 2
+    shutil.rmtree(counted.folder)
+    assert mycache(counted.root, "clear", "--yes").stdout.startswith("deleted 1 entries")
+    assert registered(counted.db_file) == [str(other)]  # the folder that was gone: unlisted
+    assert counted.value("new") == LARGE  # written by the process that had it registered
+    assert [e.arg_string for e in listed(counted.db_file)] != []
+    assert mycache(counted.root, "clear", "--yes").returncode == 0
+    runs = counted.runs
+    assert counted.value("new") == LARGE
+    assert counted.runs == runs + 1  # the clear found it
+
+
+def test_a_catalogue_replaced_by_another_process_gets_our_folders(counted: Counted) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{counted.db_file}{suffix}").unlink(missing_ok=True)
+    other = CacheStor(db_file=counted.db_file, type_storage=TypeStorage.IN_DISK)
+    assert other.cache(folder=counted.root / "cache" / "y")(lambda n: -n)(1) == -1
+    other.close()
+    with capture_logs() as events:
+        assert counted.value("new") == LARGE
+        zeta = counted.stor.cache(folder=counted.root / "cache" / "z")(lambda n: n * 3)
+        assert zeta(1) == 3
+    assert warnings_of(events) == ["my_cache.missing_catalogue"]
+    assert registered(counted.db_file) == [
+        str(counted.folder),
+        str(counted.root / "cache" / "y"),
+        str(counted.root / "cache" / "z"),
+    ]

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROGRAM = '''
@@ -168,3 +170,29 @@ def test_four_processes_share_one_cache(tmp_path: Path, mode: str) -> None:
     out, err = last.communicate(timeout=300)
     assert last.returncode == 0, err
     assert out.splitlines()[-1] == "executions 0"
+
+
+def test_a_clear_killed_part_way_leaves_every_entry_whole_or_gone(tmp_path: Path) -> None:
+    filler = start(tmp_path, "sync", first=0, count=600, seed=0)
+    assert filler.communicate(timeout=300)[0].splitlines()[-1] == "executions 600"
+
+    def files() -> int:  # os.walk passes over folders removed while it runs
+        return sum(len(names) for _, _, names in os.walk(tmp_path / "cache" / "sync"))
+
+    before = files()
+    clear = subprocess.Popen(
+        [sys.executable, "-m", "my_cache", "clear", "--yes", "--db-file", "cache/catalogue.db"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert wait_until(lambda: files() < before * 0.7 or clear.poll() is not None)
+    clear.send_signal(signal.SIGKILL)
+    clear.communicate(timeout=60)
+    listed = len(mycache(tmp_path, "ls", "--json"))
+    assert 0 < listed < 600  # killed part-way
+    survivor = start(tmp_path, "sync", first=0, count=600, seed=1)
+    out, err = survivor.communicate(timeout=300)
+    assert err == ""  # no entry listed without its value file, none damaged
+    assert out.splitlines()[-1] == f"executions {600 - listed}"

@@ -136,7 +136,10 @@ def value_row(
     return rows[0] if rows else None
 
 
-def entries(connection: sqlite3.Connection) -> list[tuple[str, str, str, int, float, float | None]]:
+EntryRow = tuple[str, str, str, int, float, float | None]
+
+
+def entries(connection: sqlite3.Connection) -> list[EntryRow]:
     """``(function, key, arg_string, size, created, expires)`` of every live entry, oldest
     first; entries without a description (an older my_cache's) have function ''."""
     rows = _query(connection, _ENTRIES, {"now": time.time()})

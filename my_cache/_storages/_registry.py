@@ -1,21 +1,23 @@
 """The registry (``db_file``): one SQLite row per IN_DISK folder, so that ``mycache`` finds
 every store. What a store holds is described in the store itself (see _diskcache_table).
 
-A folder is registered before the first entry is written to it, so no entry exists in a
-folder the registry does not list. It is opened at a process's first write to a folder,
-never on the hit path.
+A folder is registered after it is created and before its first entry is written, so no
+entry exists in a folder the registry does not list. It is opened at a process's first write
+to a folder, never on the hit path, and reading it never creates or changes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from my_cache import _log
 from my_cache._private import Access
@@ -28,10 +30,16 @@ T = TypeVar("T")
 APPLICATION_ID = 0x6D635231
 _SQLITE_HEADER = b"SQLite format 3\0"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY) WITHOUT ROWID"
-# The catalogue of my_cache before 0.3 held a row per entry: its folders are kept.
-_OLD_CATALOGUE = {"entries"}
-_OLD_COLUMNS = ["folder", "function", "key", "arg_string", "size", "created", "expires"]
-_COLUMNS = "SELECT name FROM pragma_table_info(?)"
+# The catalogue of my_cache before the registry held a row per entry: its folders are kept.
+_OLD_TABLE = "entries"
+_OLD_COLUMNS = {"folder", "function", "key", "arg_string", "size", "created"}
+# Runs of printable bytes starting with '/': where a damaged registry's paths may be.
+_PATH_BYTES = re.compile(rb"/[\x20-\x7e\x80-\xff]+")
+_SALVAGE_LIMIT = 64 << 20
+
+# Connections a forked child inherited: never closed there (closing touches the parent's
+# shared-memory index), only dropped, and kept alive so that garbage collection cannot.
+INHERITED: list[Any] = []
 
 
 class Registry:
@@ -42,13 +50,14 @@ class Registry:
         self.path = path
         self._access = access
         self._refusal: str | None = None
-        self._connection: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
         self._checked = False
-        # Folders this process registered, in the file of this inode: a later write finds
-        # it still listed with one stat, or registers it again in a new file.
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        # The file the connection has open (the inode cannot be reused while it is open).
+        self._connected_inode: int | None = None
+        # Folders this process registered in the file now open: a later write finds its
+        # folder still listed with one stat, or registers it again in a new file.
         self._registered: set[str] = set()
-        self._inode: int | None = None
 
     def check(self) -> None:
         """ForeignPath if ``db_file`` holds anything but a my_cache registry (or nothing)."""
@@ -56,46 +65,29 @@ class Registry:
             _kind_of(self.path)
             self._checked = True
 
-    def _trust(self) -> None:
-        """StoreUnavailable (warned of once) if others may write ``db_file`` or its folder."""
-        if self._refusal is None:
-            for path in (self.path.parent, self.path):
-                reason = self._access.distrust(path)
-                if reason is not None:
-                    self._refusal = f"db_file not used: {reason}"
-                    self._warn("my_cache.untrusted_catalogue", self._refusal)
-                    break
-            else:
-                self._refusal = ""
-        if self._refusal:
-            raise StoreUnavailable(self._refusal)
-
     def lists(self, folder: str) -> bool:
         """Whether ``folder`` is listed."""
-        if not self.path.exists():
+        if _kind_of(self.path) == "new":
             return False
         with self._lock:
             return bool(self._execute("SELECT 1 FROM folders WHERE path = ?", (folder,)))
 
-    def register(self, folder: str) -> None:
-        """List ``folder``, unless this process did already in the same file: a registry
-        removed or rebuilt meanwhile gets it again. Call it after creating the folder (see
-        ``forget_missing``)."""
-        if folder in self._registered and self._inode == _inode(self.path):
+    def register(self, folder: str, *, again: bool = False) -> None:
+        """List ``folder``; call it after creating the folder (see ``forget_missing``).
+
+        Skipped when this process listed it already in the file still there, unless
+        ``again`` (the folder was just created anew: a clear may have unlisted it).
+        """
+        if not again and folder in self._registered and self._current_file():
             return
         with self._lock:
-            if not self._execute("SELECT 1 FROM folders WHERE path = ?", (folder,)):
-                self._execute("INSERT OR IGNORE INTO folders VALUES (?)", (folder,))
-            inode = _inode(self.path)
-            if inode != self._inode:
-                self._registered.clear()
-                self._inode = inode
+            self._execute("INSERT OR IGNORE INTO folders VALUES (?)", (folder,))
             self._registered.add(folder)
 
     def folders(self) -> list[str]:
-        """The folders listed, in path order; none if ``db_file`` does not exist."""
+        """The folders listed, in path order; none if ``db_file`` is absent or new."""
         self.check()
-        if not self.path.exists():
+        if _kind_of(self.path) == "new":
             return []
         with self._lock:
             return [path for (path,) in self._execute("SELECT path FROM folders ORDER BY path")]
@@ -119,7 +111,7 @@ class Registry:
                 raise
             connection.execute("COMMIT")
 
-        if self.path.exists():
+        if _kind_of(self.path) != "new":
             with self._lock:
                 self._recovering(lambda: patiently(forget))
 
@@ -127,10 +119,21 @@ class Registry:
         with self._lock:
             self._close()
 
+    def after_fork(self) -> None:
+        """In a forked child: drop what the parent had open, unclosed (see INHERITED)."""
+        INHERITED.append(self._connection)
+        self._connection, self._connected_inode = None, None
+        self._lock = threading.Lock()
+
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
-            self._connection = None
+        self._connection, self._connected_inode = None, None
+        self._registered.clear()
+
+    def _current_file(self) -> bool:
+        """Whether the file open is still the one at ``path``."""
+        return self._connected_inode is not None and self._connected_inode == _inode(self.path)
 
     def _execute(self, statement: str, parameters: tuple[str, ...] = ()) -> list[tuple[str]]:
         """Run one statement (the caller holds the lock), waiting out other writers' locks."""
@@ -140,17 +143,31 @@ class Registry:
 
     def _recovering(self, operation: Callable[[], T]) -> T:
         """``operation()``; if the file is damaged, it is set aside and ``operation`` retried
-        on a new, empty registry (its folders register again as they are used)."""
-        if self._connection is not None and not self.path.exists():
-            self._warn("my_cache.missing_catalogue", "it was removed; recreated")
+        on a new registry holding the folders that could be read from the damaged one.
+
+        Any other SQLite error (a read-only or full disk) is warned of and raised as
+        StoreUnavailable: never mistaken for an error of a store.
+        """
+        if self._connection is not None and not self._current_file():
+            self._warn("my_cache.missing_catalogue", "it was removed or replaced; reopened")
             self._close()
         try:
-            return operation()
-        except sqlite3.DatabaseError as error:
-            if not is_damage(error):
-                raise
-            self._set_aside(f"{type(error).__name__}: {error}")
-            return operation()
+            try:
+                return operation()
+            except sqlite3.DatabaseError as error:
+                if not is_damage(error):
+                    raise
+                salvaged = self._set_aside(f"{type(error).__name__}: {error}")
+                connection = self._connect()
+                connection.executemany(
+                    "INSERT OR IGNORE INTO folders VALUES (?)", [(path,) for path in salvaged]
+                )
+                return operation()
+        except sqlite3.Error as error:
+            self._close()
+            reason = f"{type(error).__name__}: {error}"
+            self._warn("my_cache.catalogue_failed", reason)
+            raise StoreUnavailable(f"db_file {self.path}: {reason}") from None
 
     def _connect(self) -> sqlite3.Connection:
         """The open connection (the caller holds the lock)."""
@@ -159,11 +176,13 @@ class Registry:
         return self._connection
 
     def _new_connection(self) -> sqlite3.Connection:
-        kind = _kind_of(self.path)
+        _kind_of(self.path)
         self._checked = True
         self._trust()
         # Created 0600 first: the WAL and shared-memory files SQLite adds take its mode.
         self._access.make_file(self.path)
+        # The file this attempt opens: if it turns out damaged, it is the one set aside.
+        self._connected_inode = _inode(self.path)
         connection = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
@@ -174,11 +193,14 @@ class Registry:
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("BEGIN IMMEDIATE")
             connection.execute(_SCHEMA)
-            if kind == "old catalogue":
+            # Decided inside the transaction: another process may have converted it first.
+            if connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_OLD_TABLE,)
+            ).fetchall():
                 connection.execute(
-                    "INSERT OR IGNORE INTO folders SELECT DISTINCT folder FROM entries"
+                    f"INSERT OR IGNORE INTO folders SELECT DISTINCT folder FROM {_OLD_TABLE}"
                 )
-                connection.execute("DROP TABLE entries")
+                connection.execute(f"DROP TABLE {_OLD_TABLE}")
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.execute("COMMIT")
         except BaseException:
@@ -186,16 +208,36 @@ class Registry:
             raise
         return connection
 
-    def _set_aside(self, reason: str) -> None:
-        """Replace a damaged registry by an empty one, keeping the damaged file (the last
-        one only) beside it as ``<db_file>.damaged`` for inspection."""
-        self._warn("my_cache.damaged_catalogue", f"{reason}; set aside as {self.path}.damaged")
+    def _trust(self) -> None:
+        """StoreUnavailable (warned of once) if others may write ``db_file`` or its folder."""
+        if self._refusal is None:
+            for path in (self.path.parent, self.path):
+                reason = self._access.distrust(path)
+                if reason is not None:
+                    self._refusal = f"db_file not used: {reason}"
+                    self._warn("my_cache.untrusted_catalogue", self._refusal)
+                    break
+            else:
+                self._refusal = ""
+        if self._refusal:
+            raise StoreUnavailable(self._refusal)
+
+    def _set_aside(self, reason: str) -> list[str]:
+        """Move a damaged registry to ``<db_file>.damaged`` (the last one only), for
+        inspection; the folders found in it. A file another process has set aside and
+        replaced meanwhile is left alone."""
+        damaged = self._current_file()
         self._close()
+        if not damaged:
+            return []
+        aside = f"{self.path}.damaged"
+        self._warn("my_cache.damaged_catalogue", f"{reason}; set aside as {aside}")
         with contextlib.suppress(FileNotFoundError):
-            os.replace(self.path, f"{self.path}.damaged")
+            os.replace(self.path, aside)
         for suffix in ("-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(f"{self.path}{suffix}")
+        return _salvaged_folders(Path(aside))
 
     def _warn(self, event: str, reason: str) -> None:
         _log.warning(event, catalogue=str(self.path), reason=reason)
@@ -208,53 +250,108 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def _kind_of(path: Path) -> str:
-    """"new", "registry" or "old catalogue"; ForeignPath for anything else.
+def _salvaged_folders(damaged: Path) -> list[str]:
+    """The stores whose paths can still be read in a damaged registry's bytes: a path is
+    kept if it is a folder holding a store's database, so nothing else is ever listed."""
+    try:
+        with open(damaged, "rb") as file:
+            data = file.read(_SALVAGE_LIMIT)
+    except OSError:
+        return []
+    found = set()
+    for match in _PATH_BYTES.finditer(data):
+        run = match.group()
+        # A record's path may be followed by the next record's size bytes, which can look
+        # like text: try the run and the run without up to 9 (a varint) bytes at its end.
+        for end in range(len(run), max(len(run) - 10, 1), -1):
+            path = os.fsdecode(run[:end])
+            if os.path.isfile(os.path.join(path, "cache.db")):
+                found.add(path)
+                break
+    return sorted(found)
 
-    Decided from the file's header and, for an SQLite file without our application id, its
-    tables read through an immutable connection: nothing is written, no -wal or -shm appears.
+
+def _kind_of(path: Path) -> str:
+    """"new" (absent, empty), "registry" or "old catalogue"; ForeignPath for anything else.
+
+    Decided from what SQLite reads of it without writing it: nothing changes, no -wal
+    appears. Never through a plain file descriptor: closing one drops every POSIX lock this
+    process's SQLite connections hold on the file, and another process could then remove
+    the -wal they use.
     """
     refused = f"db_file {path} is not a my_cache catalogue"
     remedy = "point db_file (or --db-file) at a new file"
-    if path.is_dir():
-        raise ForeignPath(f"{refused}: it is a folder; {remedy}")
     try:
-        with open(path, "rb") as file:
-            head = file.read(100)
+        status = os.stat(path)
     except FileNotFoundError:
         return "new"
     except OSError as error:
         raise ForeignPath(f"{refused}: cannot read it ({error.strerror}); {remedy}") from None
-    if not head:
+    if stat.S_ISDIR(status.st_mode):
+        raise ForeignPath(f"{refused}: it is a folder; {remedy}")
+    if not stat.S_ISREG(status.st_mode):
+        raise ForeignPath(f"{refused}: it is not a regular file; {remedy}")
+    if status.st_size == 0:
         return "new"
-    if not head.startswith(_SQLITE_HEADER):
-        raise ForeignPath(f"{refused}: it is not an SQLite database; {remedy}")
-    if int.from_bytes(head[68:72], "big") == APPLICATION_ID:
+    application_id, schema = _schema(path)
+    if application_id == APPLICATION_ID:
         return "registry"
-    tables = _tables(path)
-    if not tables:
+    if application_id != 0:
+        raise ForeignPath(f"{refused}: it is another application's database; {remedy}")
+    if not schema:
         return "new"
-    if tables.keys() == _OLD_CATALOGUE and tables["entries"] == _OLD_COLUMNS:
+    tables = {name for kind, name, _ in schema if kind == "table"}
+    if tables == {_OLD_TABLE} and all(
+        name == _OLD_TABLE or table == _OLD_TABLE for _, name, table in schema
+    ):
         return "old catalogue"
     raise ForeignPath(f"{refused}: it is another application's database; {remedy}")
 
 
-def _tables(path: Path) -> dict[str, list[str]]:
-    uri = f"file:{urllib.parse.quote(str(path))}?immutable=1"
+def _schema(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
+    """An SQLite file's application id, and ``(type, name, table)`` of everything its schema
+    holds.
+
+    Read with an immutable connection, which creates no file, unless a -wal beside it holds
+    changes (an application still running, or killed): then read-only, which sees them.
+    """
+    wal = Path(f"{path}-wal")
+    live = wal.exists() and wal.stat().st_size > 0
+    uri = f"file:{urllib.parse.quote(str(path))}?{'mode=ro' if live else 'immutable=1'}"
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            names = [
-                name
-                for (name,) in connection.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                )
-            ]
-            return {
-                name: [column for (column,) in connection.execute(_COLUMNS, (name,))]
-                for name in names
-            }
+            (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+            rows = connection.execute("SELECT type, name, tbl_name FROM sqlite_master").fetchall()
+            if {name for kind, name, _ in rows if kind == "table"} == {_OLD_TABLE}:
+                columns = {
+                    column
+                    for (column,) in connection.execute(
+                        "SELECT name FROM pragma_table_info(?)", (_OLD_TABLE,)
+                    )
+                }
+                if not columns >= _OLD_COLUMNS:
+                    rows.append(("table", "not the old catalogue's entries", ""))
+            return int(application_id), rows
     except sqlite3.DatabaseError as error:
+        if is_damage(error) and _has_our_header(path):
+            return APPLICATION_ID, []  # ours, damaged: set aside and rebuilt when opened
+        reason = (
+            "it is not an SQLite database"
+            if error.sqlite_errorcode == sqlite3.SQLITE_NOTADB
+            else f"SQLite cannot read it ({error})"
+        )
         raise ForeignPath(
-            f"db_file {path} is not a my_cache catalogue: SQLite cannot read it ({error}); "
+            f"db_file {path} is not a my_cache catalogue: {reason}; "
             "point db_file (or --db-file) at a new file"
         ) from None
+
+
+def _has_our_header(path: Path) -> bool:
+    """Whether the header of a file SQLite found damaged says it is a my_cache registry
+    (read only then: see _kind_of on plain file descriptors)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(100)
+    except OSError:
+        return False
+    return head.startswith(_SQLITE_HEADER) and head[68:72] == APPLICATION_ID.to_bytes(4, "big")

@@ -12,7 +12,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import diskcache
 from diskcache.core import UNKNOWN
@@ -40,6 +40,8 @@ from my_cache.settings import Settings
 
 if TYPE_CHECKING:
     from my_cache._identity import Identity
+
+T = TypeVar("T")
 
 _FILE_MISSING: Any = object()
 # Expired entries are misses at once; their rows and files go after this many expiring writes.
@@ -104,6 +106,7 @@ class DiskFolder(FolderStore):
         self._access = access
         self._disk = GroupDisk if access.group else PrivateDisk
         self._refusal: str | None = None
+        self._set_aside_by_us = False  # the store is gone because this object set it aside
         self._database = Path(folder) / diskcache.core.DBNAME
         self._lock = threading.Lock()  # opening, rebuilding and closing
         self._read_lock = threading.Lock()  # the reader connection, shared by threads
@@ -165,8 +168,9 @@ class DiskFolder(FolderStore):
         gone = self._registry.lists(self.folder) and not os.path.isdir(self.folder)
         self._access.make_file(self._database)
         # Registered before any entry is written: `mycache` finds every entry a call can hit.
-        self._registry.register(self.folder)
-        if gone:
+        # Again even if this process did before: a clear may have unlisted it while gone.
+        self._registry.register(self.folder, again=True)
+        if gone and not self._set_aside_by_us:
             self._warn("my_cache.missing_store", "the folder is gone; it starts empty")
         try:
             return self._new_cache()
@@ -218,6 +222,7 @@ class DiskFolder(FolderStore):
         # Renamed, never deleted in place: another process never opens a half-deleted store.
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.folder, aside)
+            self._set_aside_by_us = True
 
     def _warn(self, event: str, reason: str) -> None:
         _log.warning(event, folder=self.folder, reason=reason)
@@ -343,9 +348,8 @@ class DiskFolder(FolderStore):
         return self.delete_keys([key]) > 0
 
     def delete_function(self, identity: Identity) -> int:
-        with self._read_lock:
-            reader = self._open_reader()
-            keys = [] if reader is None else table.keys_starting(reader, identity.prefix)
+        no_keys: list[bytes | str] = []
+        keys = self._reading(lambda reader: table.keys_starting(reader, identity.prefix), no_keys)
         return self._delete_stored(keys)
 
     def delete_keys(self, keys: Iterable[str]) -> int:
@@ -353,24 +357,36 @@ class DiskFolder(FolderStore):
         return self._delete_stored([table.stored_key(key) for key in keys])
 
     def _delete_stored(self, keys: list[bytes | str]) -> int:
+        # One transaction per key, as diskcache deletes: its row goes, then its value file.
+        # In one transaction for all, diskcache would remove each file before the commit,
+        # and a kill meanwhile would leave listed entries without their values.
         if not keys or not self._database.exists():
             return 0
         cache = self._writable()
-        with cache.transact(retry=True):
-            return sum(1 for key in keys if cache.delete(key, retry=True))
+        return sum(1 for key in keys if cache.delete(key, retry=True))
 
     def entries(self) -> list[Entry]:
-        """The live entries, oldest first."""
-        with self._read_lock:
-            reader = self._open_reader()
-            rows = [] if reader is None else table.entries(reader)
+        """The live entries, oldest first; none in a damaged store (set aside)."""
+        no_rows: list[table.EntryRow] = []
+        rows = self._reading(table.entries, no_rows)
         return [Entry(self.folder, *row) for row in rows]
 
     def totals(self) -> tuple[int, int]:
         """How many live entries there are, and their bytes."""
-        with self._read_lock:
-            reader = self._open_reader()
-            return (0, 0) if reader is None else table.totals(reader)
+        return self._reading(table.totals, (0, 0))
+
+    def _reading(self, query: Callable[[sqlite3.Connection], T], empty: T) -> T:
+        """``query(reader)``, or ``empty`` when there is no store or it is damaged (then it is
+        set aside, as a call finding the damage would)."""
+        try:
+            with self._read_lock:
+                reader = self._open_reader()
+                return empty if reader is None else patiently(lambda: query(reader))
+        except sqlite3.DatabaseError as error:
+            if not is_damage(error):
+                raise
+            self._recover(error)
+            return empty
 
     def close(self) -> None:
         with self._lock, self._read_lock:

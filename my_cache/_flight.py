@@ -7,6 +7,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from my_cache._fork import renew_after_fork
+
 R = TypeVar("R")
 
 
@@ -33,6 +35,12 @@ class ThreadFlights(Generic[R]):
         self._flights: dict[str, _Flight[R]] = {}
         self.landed = 0
         """Computations finished so far: unchanged since a lookup, no flight has stored since."""
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child, computations of the parent's other threads never land."""
+        self._lock = threading.Lock()
+        self._flights = {}
 
     def run(self, key: str, compute: Callable[[], R]) -> R:
         while True:

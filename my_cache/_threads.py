@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from my_cache._fork import renew_after_fork
+
 T = TypeVar("T")
 
 
@@ -25,6 +27,12 @@ class StartedPool:
         self._name = name
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """The parent's threads do not exist in a child: the next submit starts new ones."""
+        self._lock = threading.Lock()
+        self._executor = None
 
     def submit(self, fn: Callable[..., T], /, *args: Any) -> concurrent.futures.Future[T]:
         with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from my_cache import _log
+from my_cache._fork import renew_after_fork
 from my_cache._storages.base import MISSING
 from my_cache._threads import StartedPool
 
@@ -48,6 +49,16 @@ class BackgroundWriter:
         self._buffer: dict[tuple[str, str], Any] = {}
         self._failure_count = 0
         self._failure_reasons: list[str] = []
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's writes are the parent's to finish and report
+        (their threads are not here); the child's own start afresh."""
+        self._lock = threading.Lock()
+        self._pending = set()
+        self._queued = 0
+        self._buffer = {}
+        self._failure_count, self._failure_reasons = 0, []
 
     @property
     def queue_depth(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from my_cache._async_decorator import async_wrapper
 from my_cache._decorator import FunctionCache, sync_wrapper
+from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._identity import Target, take_apart
 from my_cache._storages import BACKENDS
 from my_cache._storages.base import Backend, FolderStore
@@ -69,6 +70,11 @@ class CacheStor:
         # One thread reads large cache_async hits: on two cores, more only fight over the GIL
         # while copying (worst loop pause 11 ms with one, 35 ms with four, same total time).
         self._reader = StartedPool(1, "my_cache-reader")
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """A forked child gets its own lock (its pools and stores renew themselves)."""
         self._lock = threading.Lock()
 
     def cache(
@@ -235,6 +241,15 @@ class _OpenStores:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._stores: dict[str, FolderStore] = {}
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """A forked child opens its own persistent stores (see _fork on connections); an
+        in-memory one is a copy of the parent's memory, its own already."""
+        if self.backend.persistent:
+            keep_unclosed(self._stores)
+            self._stores = {}
         self._lock = threading.Lock()
 
     def open(self, folder: str) -> FolderStore:

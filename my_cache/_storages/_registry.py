@@ -17,9 +17,10 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from my_cache import _log
+from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._private import Access
 from my_cache._sqlite import BUSY_TIMEOUT, is_damage, patiently
 from my_cache._storages.base import ForeignPath, StoreUnavailable
@@ -37,11 +38,6 @@ _OLD_COLUMNS = {"folder", "function", "key", "arg_string", "size", "created"}
 _PATH_BYTES = re.compile(rb"/[\x20-\x7e\x80-\xff]+")
 _SALVAGE_LIMIT = 64 << 20
 
-# Connections a forked child inherited: never closed there (closing touches the parent's
-# shared-memory index), only dropped, and kept alive so that garbage collection cannot.
-INHERITED: list[Any] = []
-
-
 class Registry:
     """The folders of one ``db_file``. Safe to share between threads (one connection behind
     a lock) and processes (SQLite WAL)."""
@@ -58,6 +54,7 @@ class Registry:
         # Folders this process registered in the file now open: a later write finds its
         # folder still listed with one stat, or registers it again in a new file.
         self._registered: set[str] = set()
+        renew_after_fork(self)
 
     def check(self) -> None:
         """ForeignPath if ``db_file`` holds anything but a my_cache registry (or nothing)."""
@@ -120,8 +117,8 @@ class Registry:
             self._close()
 
     def after_fork(self) -> None:
-        """In a forked child: drop what the parent had open, unclosed (see INHERITED)."""
-        INHERITED.append(self._connection)
+        """In a forked child: a connection of its own (see _fork)."""
+        keep_unclosed(self._connection)
         self._connection, self._connected_inode = None, None
         self._lock = threading.Lock()
 

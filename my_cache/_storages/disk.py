@@ -18,6 +18,7 @@ import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
+from my_cache._fork import keep_unclosed
 from my_cache._private import Access
 from my_cache._sqlite import is_damage, is_locked, patiently
 from my_cache._storages import _diskcache_table as table
@@ -124,6 +125,7 @@ class DiskFolder(FolderStore):
         if self._pid == os.getpid():
             return False
         self._pid = os.getpid()
+        keep_unclosed((self._reader, self._cache))
         self._reader = self._cache = None
         return True
 

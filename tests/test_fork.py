@@ -1,0 +1,164 @@
+"""A child forked after its parent used the cache (multiprocessing's default start method on
+Linux) works on its own: join() never waits for the parent's writes, calls never wait for
+the parent's computations, and what the child computes is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from my_cache import CacheStor, TypeStorage
+from tests.helpers import threads_waiting_in_flight
+
+FORK = multiprocessing.get_context("fork")
+# Objects pickled in the parent's writer thread wait for this: a write in flight at the fork.
+RELEASE = threading.Event()
+PICKLING = threading.Event()
+
+
+class SlowToPickle:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if threading.current_thread() is not threading.main_thread():
+            PICKLING.set()
+            RELEASE.wait()
+        return (SlowToPickle, (self.n,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SlowToPickle) and other.n == self.n
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def in_child(target: Any, *args: Any) -> int | None:
+    """Run ``target(*args)`` in a forked child; its exit code (None: it hung for 60 s)."""
+    child = FORK.Process(target=target, args=args)
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """A file each run of a function appends a line to, in whatever process it runs."""
+    return tmp_path / "runs.txt"
+
+
+def count(runs: Path) -> int:
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def test_a_child_forked_during_a_cache_async_write_joins_and_stores(
+    tmp_path: Path, runs: Path
+) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+
+    @stor.cache_async(folder="cache/async")
+    async def value(n: int) -> SlowToPickle:
+        with runs.open("a") as file:
+            file.write(f"{n}\n")
+        return SlowToPickle(n)
+
+    async def parent_calls() -> None:
+        assert await value(1) == SlowToPickle(1)
+
+    asyncio.run(parent_calls())
+    assert PICKLING.wait(30)  # the parent's writer thread is inside its write
+
+    def child() -> None:
+        async def calls() -> None:
+            assert await value(2) == SlowToPickle(2)
+            await stor.join()  # the child's own write, not the parent's stuck one
+
+        RELEASE.set()  # the child's own writer pickles without waiting
+        asyncio.run(calls())
+        stor.close()
+
+    try:
+        assert in_child(child) == 0
+    finally:
+        RELEASE.set()
+    asyncio.run(stor.join())  # the parent's write lands in the parent
+    assert count(runs) == 2
+
+    async def both_hit() -> None:
+        assert [await value(1), await value(2)] == [SlowToPickle(1), SlowToPickle(2)]
+
+    reader = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+    value = reader.cache_async(folder="cache/async")(value.__wrapped__)
+    asyncio.run(both_hit())
+    reader.close()
+    stor.close()
+    assert count(runs) == 2
+
+
+def test_a_child_does_not_wait_for_a_computation_of_another_parent_thread(
+    tmp_path: Path, runs: Path
+) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+    started, release = threading.Event(), threading.Event()
+
+    @stor.cache(folder="cache/sync", ignore=["started", "release"])
+    def value(n: int) -> int:
+        with runs.open("a") as file:
+            file.write(f"{n}\n")
+        if threading.current_thread() is not threading.main_thread():
+            started.set()
+            release.wait()
+        return n * 10
+
+    computing = threading.Thread(target=value, args=(1,))
+    computing.start()
+    assert started.wait(30)
+
+    def child() -> None:
+        assert value(1) == 10  # computed here: the parent's flight never lands in the child
+        assert value(3) == 30
+
+    try:
+        assert in_child(child) == 0
+    finally:
+        release.set()
+        computing.join()
+    assert value(3) == 30  # the child stored it
+    assert count(runs) == 3
+    assert threads_waiting_in_flight() == 0
+    stor.close()
+
+
+@pytest.mark.parametrize("type_storage", [TypeStorage.IN_DISK, TypeStorage.IN_MEMORY])
+def test_parent_and_child_both_keep_working_after_a_fork(
+    tmp_path: Path, runs: Path, type_storage: TypeStorage
+) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=type_storage)
+
+    @stor.cache(folder="cache/sync")
+    def value(n: int) -> bytes:
+        with runs.open("a") as file:
+            file.write(f"{n}\n")
+        return bytes([n]) * (100 if n % 2 else 100_000)
+
+    assert [len(value(n)) for n in (1, 2)] == [100, 100_000]
+
+    def child() -> None:
+        assert [len(value(n)) for n in (1, 2, 3, 4)] == [100, 100_000, 100, 100_000]
+
+    for _ in range(3):
+        assert in_child(child) == 0
+    assert [len(value(n)) for n in (1, 2, 3, 4, 5)] == [100, 100_000] * 2 + [100]
+    stor.close()
+    persistent = type_storage is TypeStorage.IN_DISK
+    # On disk the children's entries are shared. In memory each child starts with a copy of
+    # its parent's entries, as any forked memory, and computes the rest itself.
+    assert count(runs) == (5 if persistent else 2 + 3 * 2 + 3)

@@ -148,8 +148,7 @@ class FunctionCache:
         started = time.perf_counter()
 
         def arg_string() -> str:
-            call_args, call_kwargs = self._normalise(args, kwargs)
-            return self.stor.serialiser.encode(*call_args, **call_kwargs)[0]
+            return self.stor.serialiser._describe(*self._normalise(args, kwargs))
 
         try:
             self.store().set(

@@ -30,6 +30,8 @@ from my_cache._sqlite import BUSY_TIMEOUT, patiently
 
 # generation:variant:call, as _identity makes them; the call part is the serialiser's hash.
 _MY_KEY = re.compile(r"[0-9a-f]{16}:[0-9a-f]{12}:")
+# The builtin serialisers' keys, converted in one step on the hit path.
+_STANDARD_KEY = re.compile(r"[0-9a-f]{16}:[0-9a-f]{12}:[0-9a-f]{32}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _GENERATION_BYTES = 8
 _PREFIX_BYTES = 14  # generation and variant
@@ -47,6 +49,8 @@ _SIZE = "(CASE WHEN filename IS NULL THEN length(value) ELSE size END)"
 
 def stored_key(key: str) -> bytes | str:
     """``key`` as the store holds it: my_cache's keys as bytes, anything else as it is."""
+    if _STANDARD_KEY.fullmatch(key):
+        return bytes.fromhex(f"{key[:16]}{key[17:29]}00{key[30:]}")  # 00: _HEX_CALL
     if not _MY_KEY.match(key):
         return key
     call, head = key[30:], _head(key)

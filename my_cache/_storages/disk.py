@@ -138,6 +138,9 @@ class DiskFolder(FolderStore):
                     self._refusal = f"store not used: {reason}"
                     self._warn("my_cache.untrusted_store", self._refusal)
                     break
+            else:
+                if self._database.exists():  # trusted as it is: not checked again
+                    self._refusal = ""
         if self._refusal:
             raise StoreUnavailable(self._refusal)
 

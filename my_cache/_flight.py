@@ -16,7 +16,10 @@ class _Flight(Generic[R]):
     __slots__ = ("done", "owner", "succeeded", "value")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        # Held until the computation ends; waiters pass through it. A plain lock rather than
+        # an Event: every miss makes one, and an Event costs 1.4 us to create, a lock 0.1.
+        self.done = threading.Lock()
+        self.done.acquire()
         self.owner = threading.get_ident()
         self.succeeded = False
         self.value: Any = None
@@ -58,10 +61,11 @@ class ThreadFlights(Generic[R]):
                     with self._lock:
                         del self._flights[key]
                         self.landed += 1
-                    flight.done.set()
+                    flight.done.release()
             if flight.owner == threading.get_ident():
                 raise RecursionError(f"{self._name}() calls itself with the same arguments")
-            flight.done.wait()
+            with flight.done:  # until the computation ends
+                pass
             if flight.succeeded:
                 return flight.value  # type: ignore[no-any-return]
 

@@ -235,8 +235,16 @@ class CacheStor:
         )
 
 
+# Each open IN_DISK store holds SQLite descriptors: three per connection, a connection for
+# reads and one per writing thread. A program with a folder per function would run out of
+# them (a soft limit of 1024 is common), and its own open() calls would fail. Past this many
+# open stores, one not used lately is closed; using it again costs a reconnection.
+OPEN_STORES_LIMIT = 32
+
+
 class _OpenStores:
-    """The folder stores of one backend, opened on first use and shared by every function."""
+    """The folder stores of one backend, opened on first use and shared by every function;
+    at most OPEN_STORES_LIMIT of a persistent backend's are open at once."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -258,8 +266,27 @@ class _OpenStores:
             with self._lock:
                 store = self._stores.get(folder)
                 if store is None:
+                    if self.backend.persistent and len(self._stores) >= OPEN_STORES_LIMIT:
+                        self._close_one_not_used_lately()
                     store = self._stores[folder] = self.backend.open_folder(folder)
+        store.recently_used = True
         return store
+
+    def _close_one_not_used_lately(self) -> None:
+        """Close a store not used since the last such search (the "clock" approximation of
+        least recently used: a hit only sets a flag). The caller holds the lock.
+
+        A thread still using the closed store finishes with it: it reconnects on its own,
+        and its connections close when the store object is dropped.
+        """
+        while True:
+            for folder, store in list(self._stores.items()):
+                if store.recently_used:
+                    store.recently_used = False
+                    continue
+                del self._stores[folder]
+                store.close()
+                return
 
     def close(self) -> None:
         with self._lock:

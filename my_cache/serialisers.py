@@ -430,10 +430,24 @@ _short_repr.maxstring = 80
 _short_repr.maxother = 80
 
 
+# Performance over uniformity: every miss on disk describes its call, and reprlib costs about
+# a microsecond a value; these types' own repr is short and already what reprlib would give.
+_PLAIN_REPR = frozenset([int, float, bool, type(None)])
+
+
+def _describe_value(value: Any) -> str:
+    kind = type(value)
+    if kind in _PLAIN_REPR or (kind is str and len(value) <= _short_repr.maxstring):
+        text = repr(value)
+        if len(text) <= _short_repr.maxstring:
+            return text
+    return _short_repr.repr(value)
+
+
 def describe_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A short, human-readable form of a call's arguments: ``1, 'a', flag=True``."""
-    parts = [_short_repr.repr(value) for value in args]
-    parts += [f"{name}={_short_repr.repr(value)}" for name, value in kwargs.items()]
+    parts = [_describe_value(value) for value in args]
+    parts += [f"{name}={_describe_value(value)}" for name, value in kwargs.items()]
     return ", ".join(parts)
 
 

@@ -97,7 +97,7 @@ def record_name(database: Path, key: bytes | str, name: str) -> None:
 
 VALUE = (
     "SELECT mode, filename, value FROM Cache"
-    " WHERE key = :key AND raw = 1 AND (expire_time IS NULL OR expire_time > :now)"
+    " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 )
 _ENTRIES = (
     f"SELECT key, tag, {_SIZE}, store_time, expire_time FROM Cache WHERE {_LIVE}"
@@ -136,8 +136,16 @@ def value_row(
     connection: sqlite3.Connection, key: bytes | str
 ) -> tuple[int, str | None, Any] | None:
     """``(mode, filename, value)`` of the live entry of ``key`` (as stored), or None."""
-    rows = _query(connection, VALUE, {"key": key, "now": time.time()})
-    return rows[0] if rows else None
+    # The hit path: positional parameters and fetchone, about 1 us less than _query.
+    try:
+        row: tuple[int, str | None, Any] | None = connection.execute(
+            VALUE, (key, time.time())
+        ).fetchone()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return None
+        raise
+    return row
 
 
 EntryRow = tuple[str, str, str, int, float, float | None]

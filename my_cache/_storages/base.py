@@ -66,6 +66,9 @@ class FolderStore(ABC):
     """Whether ``acquire`` may wait for another process (async callers then call it off the
     event loop)."""
 
+    recently_used = False
+    """Set on each use; the open stores cleared of it first are closed first."""
+
     @abstractmethod
     def get(self, key: str) -> Any:
         """The stored value, or MISSING. A damaged or expired entry is dropped and a miss."""

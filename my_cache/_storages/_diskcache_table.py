@@ -22,7 +22,6 @@ import contextlib
 import re
 import sqlite3
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -106,20 +105,6 @@ _ENTRIES = (
 _NAMES = "SELECT generation, name FROM mycache_names"
 _TOTALS = f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM Cache WHERE {_LIVE}"
 _KEYS_FROM = "SELECT key FROM Cache WHERE key >= :low AND key < :high AND raw = 1"
-
-
-def connect(database: Path) -> sqlite3.Connection | None:
-    """A read-only connection to a store's database; None if it does not exist.
-
-    Read-only, so that reading never creates or changes a file: a store can be read on a
-    read-only disk, by a process that cannot write it, and by ``mycache ls``.
-    """
-    if not database.exists():
-        return None
-    uri = f"file:{urllib.parse.quote(str(database))}?mode=ro"
-    return sqlite3.connect(
-        uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
 
 
 def _query(connection: sqlite3.Connection, sql: str, parameters: dict[str, Any]) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import TypeVar
 from my_cache import _log
 from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._private import Access
-from my_cache._sqlite import BUSY_TIMEOUT, is_damage, patiently
+from my_cache._sqlite import BUSY_TIMEOUT, Failure, failure, is_damage, patiently, read_only
 from my_cache._storages.base import ForeignPath, StoreUnavailable
 
 T = TypeVar("T")
@@ -54,6 +54,7 @@ class Registry:
         # Folders this process registered in the file now open: a later write finds its
         # folder still listed with one stat, or registers it again in a new file.
         self._registered: set[str] = set()
+        self._failure: str | None = None  # why the last write failed, warned of once
         renew_after_fork(self)
 
     def check(self) -> None:
@@ -64,30 +65,54 @@ class Registry:
 
     def lists(self, folder: str) -> bool:
         """Whether ``folder`` is listed."""
-        if _kind_of(self.path) == "new":
-            return False
-        with self._lock:
-            return bool(self._execute("SELECT 1 FROM folders WHERE path = ?", (folder,)))
+        return bool(self._read("SELECT 1 FROM folders WHERE path = ?", (folder,)))
 
     def register(self, folder: str, *, again: bool = False) -> None:
         """List ``folder``; call it after creating the folder (see ``forget_missing``).
 
         Skipped when this process listed it already in the file still there, unless
         ``again`` (the folder was just created anew: a clear may have unlisted it).
+        StoreUnavailable if ``db_file`` cannot be written (a read-only or full disk),
+        warned of once until a write succeeds again.
         """
         if not again and folder in self._registered and self._current_file():
             return
         with self._lock:
-            self._execute("INSERT OR IGNORE INTO folders VALUES (?)", (folder,))
+            try:
+                self._execute("INSERT OR IGNORE INTO folders VALUES (?)", (folder,))
+            except _Failed as failed:
+                if failed.failure.cause != self._failure:
+                    self._failure = failed.failure.cause
+                    self._warn("my_cache.catalogue_failed", failed.reason)
+                raise StoreUnavailable(f"db_file {self.path}: {failed.reason}") from None
+            self._failure = None
             self._registered.add(folder)
 
     def folders(self) -> list[str]:
         """The folders listed, in path order; none if ``db_file`` is absent or new."""
         self.check()
+        return [path for (path,) in self._read("SELECT path FROM folders ORDER BY path")]
+
+    def _read(self, statement: str, parameters: tuple[str, ...] = ()) -> list[tuple[str]]:
+        """Rows of a query; through a read-only connection when ``db_file`` cannot be
+        written (a read-only disk); none if it is absent or new. Never creates it."""
         if _kind_of(self.path) == "new":
             return []
         with self._lock:
-            return [path for (path,) in self._execute("SELECT path FROM folders ORDER BY path")]
+            try:
+                return self._execute(statement, parameters)
+            except _Failed as failed:
+                try:
+                    connection = read_only(self.path)
+                    if connection is None:
+                        return []
+                    with contextlib.closing(connection):
+                        rows: list[tuple[str]] = connection.execute(
+                            statement, parameters
+                        ).fetchall()
+                        return rows
+                except sqlite3.Error:
+                    raise StoreUnavailable(f"db_file {self.path}: {failed.reason}") from None
 
     def forget_missing(self) -> None:
         """Unlist folders that no longer exist.
@@ -110,7 +135,10 @@ class Registry:
 
         if _kind_of(self.path) != "new":
             with self._lock:
-                self._recovering(lambda: patiently(forget))
+                try:
+                    self._recovering(lambda: patiently(forget))
+                except _Failed as failed:
+                    raise StoreUnavailable(f"db_file {self.path}: {failed.reason}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -142,8 +170,8 @@ class Registry:
         """``operation()``; if the file is damaged, it is set aside and ``operation`` retried
         on a new registry holding the folders that could be read from the damaged one.
 
-        Any other SQLite error (a read-only or full disk) is warned of and raised as
-        StoreUnavailable: never mistaken for an error of a store.
+        Any other SQLite error (a read-only or full disk) is raised as _Failed: never
+        mistaken for an error of a store.
         """
         if self._connection is not None and not self._current_file():
             self._warn("my_cache.missing_catalogue", "it was removed or replaced; reopened")
@@ -160,11 +188,9 @@ class Registry:
                     "INSERT OR IGNORE INTO folders VALUES (?)", [(path,) for path in salvaged]
                 )
                 return operation()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             self._close()
-            reason = f"{type(error).__name__}: {error}"
-            self._warn("my_cache.catalogue_failed", reason)
-            raise StoreUnavailable(f"db_file {self.path}: {reason}") from None
+            raise _Failed(failure(error, self.path.parent)) from None
 
     def _connect(self) -> sqlite3.Connection:
         """The open connection (the caller holds the lock)."""
@@ -238,6 +264,15 @@ class Registry:
 
     def _warn(self, event: str, reason: str) -> None:
         _log.warning(event, catalogue=str(self.path), reason=reason)
+
+
+class _Failed(Exception):
+    """The registry could not be opened or written; ``failure`` says why."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+        self.reason = str(failure)
 
 
 def _inode(path: Path) -> int | None:

@@ -20,7 +20,7 @@ from diskcache.core import UNKNOWN
 from my_cache import _log
 from my_cache._fork import keep_unclosed
 from my_cache._private import Access
-from my_cache._sqlite import is_damage, is_locked, patiently
+from my_cache._sqlite import failure, is_damage, is_locked, patiently, read_only
 from my_cache._storages import _diskcache_table as table
 from my_cache._storages._registry import Registry
 from my_cache._storages.base import (
@@ -54,7 +54,8 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
 
     diskcache creates the two levels of sub-folders itself, and retries when another process
     removes an emptied one meanwhile; the modes are set once the file is written. Until then
-    nothing is reachable by others: the store's own folder is 0700.
+    nothing is reachable by others: the store's own folder is 0700. A file whose writing
+    fails (a full disk) is removed, not left behind half-written.
     """
 
     access = Access()
@@ -62,9 +63,22 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
     def __init__(self, directory: str, **settings: Any) -> None:
         super().__init__(directory, **settings)
         self._root = directory
+        self._writing = threading.local()  # the file this thread's store() is writing
+
+    def filename(self, key: Any = UNKNOWN, value: Any = None) -> tuple[str, str]:
+        filename, full_path = super().filename(key, value)
+        self._writing.path = full_path
+        return filename, full_path
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
-        size, mode, filename, db_value = super().store(value, read, key=key)
+        self._writing.path = None
+        try:
+            size, mode, filename, db_value = super().store(value, read, key=key)
+        except BaseException:
+            if self._writing.path is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(self._writing.path)
+            raise
         if filename is not None:
             file = Path(self._root, filename)
             # If another process replaced this entry meanwhile, the file is gone: nothing to do.
@@ -108,6 +122,7 @@ class DiskFolder(FolderStore):
         self._disk = GroupDisk if access.group else PrivateDisk
         self._refusal: str | None = None
         self._set_aside_by_us = False  # the store is gone because this object set it aside
+        self._write_failure: str | None = None  # why writes fail, warned of once
         self._database = Path(folder) / diskcache.core.DBNAME
         self._lock = threading.Lock()  # opening, rebuilding and closing
         self._read_lock = threading.Lock()  # the reader connection, shared by threads
@@ -150,7 +165,7 @@ class DiskFolder(FolderStore):
             raise StoreUnavailable(self._refusal)
         if self._reader is None or self._forked():
             self._trust()
-            self._reader = table.connect(self._database)
+            self._reader = read_only(self._database)
             if self._reader is not None:
                 with contextlib.suppress(OSError):
                     self._reader_inode = os.stat(self._database).st_ino
@@ -304,7 +319,9 @@ class DiskFolder(FolderStore):
 
     def _drop(self, key: str, reason: str) -> Any:
         _log.warning("my_cache.damaged_entry", folder=self.folder, key=key, reason=reason)
-        self._writable().delete(table.stored_key(key), retry=True)
+        # A store that cannot be written keeps it: a miss each time, never its value.
+        with contextlib.suppress(sqlite3.Error, OSError, StoreUnavailable):
+            self._writable().delete(table.stored_key(key), retry=True)
         return MISSING
 
     def set(
@@ -319,12 +336,21 @@ class DiskFolder(FolderStore):
         data = dump_result(value, key)
         stored, tag = table.stored_key(key), shortened(arg_string())
         try:
-            cache = self._write(stored, function, data, expire, tag)
-        except sqlite3.DatabaseError as error:
-            if not is_damage(error):
-                raise
-            self._recover(error)
-            cache = self._write(stored, function, data, expire, tag)
+            try:
+                cache = self._write(stored, function, data, expire, tag)
+            except sqlite3.DatabaseError as error:
+                if not is_damage(error):
+                    raise
+                self._recover(error)
+                cache = self._write(stored, function, data, expire, tag)
+        except (sqlite3.Error, OSError) as error:
+            # A read-only or full disk: warned of once, until a write succeeds again.
+            why = failure(error, self.folder)
+            if why.cause != self._write_failure:
+                self._write_failure = why.cause
+                self._warn("my_cache.write_failed", f"{why}; values are returned unstored")
+            raise StoreUnavailable(f"{self.folder}: {why}") from None
+        self._write_failure = None
         if expire is not None:
             self._expiring_writes += 1
             if self._expiring_writes % _EXPIRE_EVERY == 0:
@@ -461,6 +487,9 @@ class DiskBackend(Backend):
             store = self.open_folder(path)
             try:
                 deleted += store.delete_keys(keys)
+            except (sqlite3.Error, OSError) as error:
+                reason = failure(error, path)
+                raise StoreUnavailable(f"cannot delete the entries of {path}: {reason}") from None
             finally:
                 store.close()
         self._registry.forget_missing()

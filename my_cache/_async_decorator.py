@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from my_cache._decorator import FunctionCache
 from my_cache._flight import AsyncFlights
-from my_cache._storages.base import MISSING, Deferred, ForeignPath, StoreUnavailable
+from my_cache._storages.base import MISSING, Deferred
 from my_cache._types import CachedFunction
 
 P = ParamSpec("P")
@@ -22,17 +23,10 @@ async def load(cached: FunctionCache, key: str) -> Any:
     As for sync lookups, a store that fails is warned of and makes a miss.
     """
     started = time.perf_counter()
-    try:
-        value = cached.store().fetch(key)
-        if isinstance(value, Deferred):
-            value = await asyncio.wrap_future(cached.stor._reader.submit(value.load))
-    except StoreUnavailable:
-        return MISSING
-    except ForeignPath:
-        raise
-    except Exception as error:
-        cached.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
-        return MISSING
+    value = cached.guarded(lambda: cached.store().fetch(key), "my_cache.read_failed", MISSING)
+    if isinstance(value, Deferred):
+        load = functools.partial(cached.guarded, value.load, "my_cache.read_failed", MISSING)
+        value = await asyncio.wrap_future(cached.stor._reader.submit(load))
     if value is not MISSING and cached.stor.is_debug_log:
         cached.debug("my_cache.hit", key, started, source="store")
     return value
@@ -48,7 +42,8 @@ def async_wrapper(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key = cached.key(args, kwargs)
         cached.calls += 1
-        value = writer.buffered(cached.folder, key)
+        slot = (cached.folder, key)
+        value = writer.buffered(slot)
         if value is not MISSING:
             if stor.is_debug_log:
                 cached.debug("my_cache.hit", key, time.perf_counter(), source="buffer")
@@ -73,8 +68,14 @@ def async_wrapper(
                 if shared:
                     asyncio.get_running_loop().run_in_executor(None, cached.release, key)
                 raise
-            # The writer releases the key once the value is stored, for others to find.
-            writer.submit(cached, key, args, kwargs, result)
+            def write(queue_depth: int) -> str | None:
+                try:
+                    return cached.store_result(key, args, kwargs, result, queue_depth=queue_depth)
+                finally:
+                    if shared:  # once the value is stored, for other processes to find
+                        cached.release(key)
+
+            writer.submit(slot, result, write)
             if stor.is_debug_log:
                 cached.debug("my_cache.miss", key, started, queue_depth=writer.queue_depth)
             return result

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class FunctionCache:
@@ -120,15 +121,7 @@ class FunctionCache:
         the function runs.
         """
         started = time.perf_counter() if self.stor.is_debug_log else 0.0
-        try:
-            value = self.store().get(key)
-        except StoreUnavailable:
-            return MISSING
-        except ForeignPath:
-            raise
-        except Exception as error:
-            self.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
-            return MISSING
+        value = self.guarded(lambda: self.store().get(key), "my_cache.read_failed", MISSING)
         if value is not MISSING and self.stor.is_debug_log:
             self.debug("my_cache.hit", key, started)
         return value
@@ -160,7 +153,7 @@ class FunctionCache:
             )
         except UnstorableResult as error:
             return self.warn("my_cache.unstorable_result", str(error))
-        except StoreUnavailable as error:
+        except StoreUnavailable as error:  # warned of by the store
             return f"{self.function}: {error}"
         except Exception as error:
             # The value is computed: a store that fails to write must not take it from the caller.
@@ -169,27 +162,33 @@ class FunctionCache:
             self.debug("my_cache.write", key, started, **fields)
         return None
 
-    def waits_for_others(self) -> bool:
-        """Whether ``acquire`` may wait for another process (see FolderStore)."""
+    def guarded(self, operation: Callable[[], T], event: str, fallback: T) -> T:
+        """``operation()``, a store operation; if the store fails, ``fallback``, warned of as
+        ``event`` (unless the store warned already: StoreUnavailable). The one place where
+        store errors become misses and skipped writes, for both decorators. Only ForeignPath
+        reaches the caller: a setting to fix, raised before the function runs."""
         try:
-            return self.store().waits_for_others
-        except Exception:  # a store that cannot open is warned of where it is used
-            return False
+            return operation()
+        except StoreUnavailable:
+            return fallback
+        except ForeignPath:
+            raise
+        except Exception as error:
+            self.warn(event, f"{type(error).__name__}: {error}")
+            return fallback
+
+    def waits_for_others(self) -> bool:
+        """Whether ``acquire`` may wait for another process (see FolderStore); a store that
+        cannot open is warned of where it is used."""
+        return self.guarded(lambda: self.store().waits_for_others, "my_cache.read_failed", False)
 
     def acquire(self, key: str) -> Any:
         """MISSING when this caller is to compute ``key`` (see FolderStore.acquire), or the
         value another process computed meanwhile; ``release`` must follow a MISSING."""
-        try:
-            return self.store().acquire(key)
-        except Exception as error:
-            self.warn("my_cache.read_failed", f"{type(error).__name__}: {error}")
-            return MISSING
+        return self.guarded(lambda: self.store().acquire(key), "my_cache.read_failed", MISSING)
 
     def release(self, key: str) -> None:
-        try:
-            self.store().release(key)
-        except Exception as error:
-            self.warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
+        self.guarded(lambda: self.store().release(key), "my_cache.write_failed", None)
 
     def warn(self, event: str, reason: str) -> str:
         """A warning about this function; returns the reason, naming the function."""

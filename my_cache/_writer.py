@@ -12,18 +12,20 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from my_cache import _log
 from my_cache._fork import renew_after_fork
 from my_cache._storages.base import MISSING
 from my_cache._threads import StartedPool
 
-if TYPE_CHECKING:
-    from my_cache._decorator import FunctionCache
-
-
 _REASONS_KEPT = 5
+
+Slot = tuple[str, str]
+"""Where a buffered result belongs: its folder and key."""
+WriteJob = Callable[[int], str | None]
+"""Writes one result, given how many writes are queued behind it: None when written, else
+why not (the caller has the value already)."""
 
 
 class CacheWriteError(Exception):
@@ -31,7 +33,8 @@ class CacheWriteError(Exception):
 
 
 class BackgroundWriter:
-    """A thread pool for writes, the buffer of results not yet written, and their failures.
+    """A thread pool for write jobs, the buffer of results not yet written, and their
+    failures. It knows nothing of what it writes to: each job does its own writing.
 
     Safe to use from any thread and any event loop. The pool's threads are joined at
     interpreter exit after the queue drains, so a program that never calls ``join()`` or
@@ -65,44 +68,26 @@ class BackgroundWriter:
         """Writes submitted and not yet finished."""
         return self._queued
 
-    def buffered(self, folder: str, key: str) -> Any:
+    def buffered(self, slot: Slot) -> Any:
         """A result whose write has not landed yet, or MISSING."""
-        return self._buffer.get((folder, key), MISSING)
+        return self._buffer.get(slot, MISSING)
 
-    def submit(
-        self,
-        cached: FunctionCache,
-        key: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        value: Any,
-    ) -> None:
-        """Buffer ``value`` and queue its write; returns at once."""
-        slot = (cached.folder, key)
+    def submit(self, slot: Slot, value: Any, write: WriteJob) -> None:
+        """Buffer ``value`` under ``slot`` and queue ``write``; returns at once."""
         with self._lock:
             self._buffer[slot] = value
             self._queued += 1
-            future = self._pool.submit(self._write, cached, key, args, kwargs, value)
+            future = self._pool.submit(self._run, slot, value, write)
             self._pending.add(future)
         future.add_done_callback(self._finished)
 
-    def _write(
-        self,
-        cached: FunctionCache,
-        key: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        value: Any,
-    ) -> None:
+    def _run(self, slot: Slot, value: Any, write: WriteJob) -> None:
         try:
-            failure = cached.store_result(
-                key, args, kwargs, value, queue_depth=self.queue_depth - 1
-            )
+            failure = write(self.queue_depth - 1)
         finally:
-            cached.release(key)
             with self._lock:
-                if self._buffer.get((cached.folder, key)) is value:
-                    del self._buffer[(cached.folder, key)]
+                if self._buffer.get(slot) is value:
+                    del self._buffer[slot]
         if failure is not None:
             with self._lock:
                 self._failure_count += 1

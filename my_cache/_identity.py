@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from my_cache import _key_format as key_format
 from my_cache._describe import Describer, cached_by, python_call
 from my_cache._fingerprint import code_form
 from my_cache._naming import name_of
@@ -36,8 +37,6 @@ from my_cache._storages.base import Entry
 from my_cache.serialisers import Serialise
 
 _VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
-# A key of this format; an older my_cache wrote other shapes.
-_KEY = re.compile(r"([0-9a-f]{16}):[0-9a-f]{12}:.")
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,7 @@ class Identity:
     @property
     def prefix(self) -> str:
         """Every key of this function object starts with this."""
-        generation = _digest(f"{self.name}\0{self.revision}".encode())
-        return f"{generation}:{self.variant}:"
+        return key_format.prefix(_digest(f"{self.name}\0{self.revision}".encode()), self.variant)
 
     def clears(self, key: str) -> bool:
         """Whether ``cache_clear()`` removes ``key``: an entry of this function object only.
@@ -220,8 +218,8 @@ def _digest(data: bytes, size: int = 8) -> str:
 def generation_of(key: str) -> str | None:
     """The generation (name and revision) in an entry's key, or None if an older my_cache
     wrote it."""
-    match = _KEY.match(key)
-    return match.group(1) if match else None
+    parts = key_format.split(key)
+    return None if parts is None or not parts[2] else parts[0]
 
 
 def stale_keys(entries: Iterable[Entry]) -> set[tuple[str, str]]:

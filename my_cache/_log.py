@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from my_cache import _key_format as key_format
+
 LOGGER_NAME = "my_cache"
 
 
@@ -43,6 +45,8 @@ def _emit(level: str, event: str, fields: dict[str, Any]) -> None:
 
 def short_key(key: str) -> str:
     """The first characters of a key's hash: enough to tell entries apart in a log."""
-    if "\0" in key:  # a process-local key, marshal's bytes (see _keys.local_keys)
-        return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
-    return key.rpartition(":")[2][:12]
+    parts = key_format.split(key)
+    call = key if parts is None else parts[2]
+    if "\0" in call:  # a process-local key, marshal's bytes (see _keys.local_keys)
+        return hashlib.blake2b(call.encode(), digest_size=6).hexdigest()
+    return call[:12]

@@ -25,12 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from my_cache import _key_format as key_format
 from my_cache._sqlite import BUSY_TIMEOUT, patiently
 
-# generation:variant:call, as _identity makes them; the call part is the serialiser's hash.
-_MY_KEY = re.compile(r"[0-9a-f]{16}:[0-9a-f]{12}:")
-# The builtin serialisers' keys, converted in one step on the hit path.
-_STANDARD_KEY = re.compile(r"[0-9a-f]{16}:[0-9a-f]{12}:[0-9a-f]{32}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _GENERATION_BYTES = 8
 _PREFIX_BYTES = 14  # generation and variant
@@ -48,19 +45,16 @@ _SIZE = "(CASE WHEN filename IS NULL THEN length(value) ELSE size END)"
 
 def stored_key(key: str) -> bytes | str:
     """``key`` as the store holds it: my_cache's keys as bytes, anything else as it is."""
-    if _STANDARD_KEY.fullmatch(key):
+    if key_format.STANDARD.fullmatch(key):  # the hit path's keys, in one step
         return bytes.fromhex(f"{key[:16]}{key[17:29]}00{key[30:]}")  # 00: _HEX_CALL
-    if not _MY_KEY.match(key):
+    parts = key_format.split(key)
+    if parts is None:
         return key
-    call, head = key[30:], _head(key)
+    generation, variant, call = parts
+    head = bytes.fromhex(generation + variant)
     if _HEX.fullmatch(call):
         return head + _HEX_CALL + bytes.fromhex(call)
     return head + _TEXT_CALL + call.encode("utf-8", "surrogatepass")
-
-
-def _head(key: str) -> bytes:
-    """The generation and variant of a my_cache key, as bytes."""
-    return bytes.fromhex(key[:16] + key[17:29])
 
 
 def key_of(stored: bytes | str) -> str:
@@ -69,7 +63,7 @@ def key_of(stored: bytes | str) -> str:
         return stored
     head, kind, call = stored[:_PREFIX_BYTES].hex(), stored[14:15], stored[15:]
     text = call.hex() if kind == _HEX_CALL else call.decode("utf-8", "surrogatepass")
-    return f"{head[:16]}:{head[16:]}:{text}"
+    return key_format.prefix(head[:16], head[16:]) + text
 
 
 def record_name(database: Path, key: bytes | str, name: str) -> None:
@@ -165,6 +159,8 @@ def totals(connection: sqlite3.Connection) -> tuple[int, int]:
 
 def keys_starting(connection: sqlite3.Connection, prefix: str) -> list[bytes | str]:
     """Every stored key of an identity's ``prefix`` (generation:variant:), by the key index."""
-    low = _head(prefix)
+    parts = key_format.split(prefix)
+    assert parts is not None, prefix
+    low = bytes.fromhex(parts[0] + parts[1])
     high = (int.from_bytes(low, "big") + 1).to_bytes(_PREFIX_BYTES, "big")
     return [key for (key,) in _query(connection, _KEYS_FROM, {"low": low, "high": high})]

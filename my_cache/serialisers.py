@@ -437,9 +437,18 @@ _PLAIN_REPR = frozenset([int, float, bool, type(None)])
 
 def _describe_value(value: Any) -> str:
     kind = type(value)
-    if kind in _PLAIN_REPR or (kind is str and len(value) <= _short_repr.maxstring):
+    if (
+        kind in _PLAIN_REPR
+        or (kind is str and len(value) <= _short_repr.maxstring)
+        or (
+            kind is tuple
+            and len(value) <= _short_repr.maxtuple
+            and all(type(item) in _PLAIN_REPR for item in value)
+        )
+    ):
         text = repr(value)
-        if len(text) <= _short_repr.maxstring:
+        # reprlib cuts ints longer than maxlong, strings longer than maxstring.
+        if len(text) <= (_short_repr.maxstring if kind is str else _short_repr.maxlong):
             return text
     return _short_repr.repr(value)
 

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from my_cache import CacheStor, Serialise, SerialiseBin, SerialiseJson, SerialiseMsgpack
+from my_cache.serialisers import _short_repr, describe_call
 
 ALL = [SerialiseBin, SerialiseJson, SerialiseMsgpack]
 
@@ -242,3 +245,21 @@ def test_objects_holding_sets_hash_alike_whatever_the_hash_seed(run_python: Any)
         run_python(SET_HOLDERS, env={"PYTHONHASHSEED": seed}).stdout for seed in "1234"
     }
     assert len(hashes) == 1
+
+
+PLAIN = st.one_of(st.integers(), st.floats(), st.booleans(), st.none())
+
+
+@given(
+    st.one_of(
+        PLAIN,
+        st.text(max_size=120),
+        st.lists(PLAIN, max_size=8).map(tuple),
+        st.lists(st.one_of(PLAIN, st.text(max_size=3)), max_size=3).map(tuple),
+    )
+)
+def test_a_call_is_described_as_reprlib_describes_it(value: Any) -> None:
+    # describe_call skips reprlib for plain values: its text must not differ.
+    assert describe_call((value,), {"k": value}) == f"{_short_repr.repr(value)}, k=" + (
+        _short_repr.repr(value)
+    )

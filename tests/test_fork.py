@@ -16,6 +16,11 @@ from my_cache import CacheStor, TypeStorage
 from tests.helpers import threads_waiting_in_flight
 
 FORK = multiprocessing.get_context("fork")
+# Python 3.12+ warns when a process with threads forks: these tests fork such a process on
+# purpose, as a program whose cache has writer threads does.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+)
 # Objects pickled in the parent's writer thread wait for this: a write in flight at the fork.
 RELEASE = threading.Event()
 PICKLING = threading.Event()

@@ -19,11 +19,12 @@ from tests.helpers import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 PROGRAM = '''
-import asyncio, hashlib, random, sys
+import asyncio, hashlib, os, random, sys
 from my_cache import CacheStor
 
 mode, first, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-stor = CacheStor(db_file="cache/catalogue.db", type_storage="in_disk")
+storage = os.environ.get("MYCACHE_TYPE_STORAGE", "in_disk")
+stor = CacheStor(db_file="cache/catalogue.db", type_storage=storage)
 executions = 0
 
 
@@ -130,10 +131,15 @@ def mycache(tmp_path: Path, *args: str) -> Any:
     return json.loads(done.stdout) if "--json" in args else done.stdout
 
 
+@pytest.mark.parametrize("storage", ["in_disk", "in_redis"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_clear_after_clears_racing_writers_leaves_nothing_to_hit(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, storage: str, request: pytest.FixtureRequest
 ) -> None:
+    if storage == "in_redis":
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("MYCACHE_TYPE_STORAGE", storage)
+        monkeypatch.setenv("MYCACHE_REDIS_URL", request.getfixturevalue("redis_url"))
     writers = [start(tmp_path, mode, first=0, count=300, seed=seed) for seed in range(3)]
     clears = 0
     while clears < 2 or any(writer.poll() is None for writer in writers):

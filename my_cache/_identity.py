@@ -224,11 +224,12 @@ def generation_of(key: str) -> str | None:
 
 def stale_keys(entries: Iterable[Entry]) -> set[tuple[str, str]]:
     """``(folder, key)`` of the entries no current code can hit: written by other code than
-    the newest entry of the same function in the same folder, or by an older my_cache."""
+    the newest entry of the same function in the same folder, or by an older my_cache (its
+    key in another shape, or its function unknown)."""
     newest: dict[tuple[str, str], tuple[float, str]] = {}
     generations = []
     for entry in entries:
-        generation = generation_of(entry.key)
+        generation = generation_of(entry.key) if entry.function else None
         generations.append((entry, generation))
         slot = (entry.folder, entry.function)
         if generation is not None and (slot not in newest or entry.created > newest[slot][0]):

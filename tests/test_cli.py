@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import pytest
 
 from my_cache import CacheStor
@@ -407,3 +408,15 @@ def test_stale_is_judged_per_function_in_each_folder(tmp_path: Path, run_python:
     run_work(tmp_path, run_python, "n * n + 2", 1, folder="cache/a")
     stale = [e["function"] for e in ls_json(tmp_path, "--stale", "--folder", "cache/a")]
     assert stale == ["work:square"]
+
+
+def test_entries_of_the_release_before_byte_keys_are_listed_stale(tmp_path: Path) -> None:
+    (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
+    key = "0123456789abcdef:0123456789ab:" + "ab" * 16  # stored as text, as it was then
+    with diskcache.Cache(str(tmp_path / "cache" / "old")) as raw:
+        raw.set(key, b"MC\x02....", tag="n=1")
+    (entry,) = ls_json(tmp_path, "--folder", "cache/old")
+    assert (entry["key"], entry["function"], entry["stale"]) == (key, "", True)
+    cleared = mycache("clear", "--stale", "--yes", "--folder", "cache/old", cwd=tmp_path)
+    assert cleared.stdout.startswith("deleted 1 stale entries")
+    assert ls_json(tmp_path, "--folder", "cache/old") == []

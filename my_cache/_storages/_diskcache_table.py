@@ -130,6 +130,14 @@ def value_row(
 EntryRow = tuple[str, str, str, int, float, float | None]
 
 
+def _older(key: str) -> str:
+    """The function of a key an older my_cache stored as text: before generations, its
+    ``module.qualname`` began the key; since, until keys were stored as bytes, it was kept in
+    the catalogue, which no longer holds entries: unknown (''). Either way no call looks it
+    up any more: it is stale (see _identity.stale_keys)."""
+    return "" if key_format.split(key) is not None else key.rpartition(":")[0]
+
+
 def entries(connection: sqlite3.Connection) -> list[EntryRow]:
     """``(function, key, arg_string, size, created, expires)`` of every live entry, oldest
     first; entries without a description (an older my_cache's) have function ''."""
@@ -137,10 +145,7 @@ def entries(connection: sqlite3.Connection) -> list[EntryRow]:
     names = dict(_query(connection, _NAMES, {})) if rows else {}
     return [
         (
-            # An older my_cache's key starts with its function's name: module.qualname:hash.
-            names.get(key[:_GENERATION_BYTES], "")
-            if isinstance(key, bytes)
-            else key.rpartition(":")[0],
+            names.get(key[:_GENERATION_BYTES], "") if isinstance(key, bytes) else _older(key),
             key_of(key),
             tag if isinstance(tag, str) else "",
             size,
@@ -155,6 +160,18 @@ def totals(connection: sqlite3.Connection) -> tuple[int, int]:
     """How many live entries there are, and their bytes."""
     rows = _query(connection, _TOTALS, {"now": time.time()})
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+def stored_as_text(connection: sqlite3.Connection, keys: list[str]) -> list[str]:
+    """Which of ``keys`` the store holds as text, as my_cache did before it stored its keys
+    as bytes (``stored_key`` finds only the bytes)."""
+    found: list[str] = []
+    for start in range(0, len(keys), 500):
+        batch = keys[start : start + 500]
+        marks = ", ".join("?" * len(batch))
+        query = f"SELECT key FROM Cache WHERE key IN ({marks}) AND raw = 1"
+        found += [key for (key,) in connection.execute(query, batch)]
+    return found
 
 
 def keys_starting(connection: sqlite3.Connection, prefix: str) -> list[bytes | str]:

@@ -384,8 +384,13 @@ class DiskFolder(FolderStore):
         return self._delete_stored(keys)
 
     def delete_keys(self, keys: Iterable[str]) -> int:
-        """Delete these entries, in one transaction; how many existed."""
-        return self._delete_stored([table.stored_key(key) for key in keys])
+        """Delete these entries (as listed by ``entries``); how many existed."""
+        keys = list(keys)
+        stored = [table.stored_key(key) for key in keys]
+        texts = [key for key, form in zip(keys, stored, strict=True) if isinstance(form, bytes)]
+        no_texts: list[str] = []
+        older = self._reading(lambda reader: table.stored_as_text(reader, texts), no_texts)
+        return self._delete_stored([*stored, *older])
 
     def _delete_stored(self, keys: list[bytes | str]) -> int:
         # One transaction per key, as diskcache deletes: its row goes, then its value file.

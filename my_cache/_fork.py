@@ -9,6 +9,7 @@ one in the child would act on the parent's locks and shared-memory index.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from typing import Any, Protocol
 
@@ -39,3 +40,65 @@ def _in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_in_child)
+
+
+class _Quiet:
+    """Lets a fork wait until no thread of ours is inside SQLite.
+
+    A child forked while another thread is inside SQLite inherits SQLite's mutexes and its
+    per-file lock records as they were at that instant: its own first connection then waits
+    for locks no one will ever release. Every store operation is made between ``enter()``
+    and ``exit()``; a fork waits for those running to end, holds back new ones, and lets
+    them go on in the parent once it is done. An operation inside another one counts once.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._running = 0
+        self._forking = False
+        self._depth = threading.local()
+
+    def enter(self) -> None:
+        depth = getattr(self._depth, "value", 0)
+        self._depth.value = depth + 1
+        if depth:
+            return
+        with self._lock:
+            while self._forking:
+                self._changed.wait()
+            self._running += 1
+
+    def exit(self) -> None:
+        self._depth.value -= 1
+        if self._depth.value:
+            return
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._changed.notify_all()
+
+    def before_fork(self) -> None:
+        own = 1 if getattr(self._depth, "value", 0) else 0  # a fork from inside an operation
+        with self._lock:
+            self._forking = True
+            while self._running > own:
+                self._changed.wait()
+
+    def after_fork_in_parent(self) -> None:
+        with self._lock:
+            self._forking = False
+            self._changed.notify_all()
+
+
+SQLITE = _Quiet()
+"""Held around every SQLite operation of the disk stores (see _Quiet)."""
+
+os.register_at_fork(
+    before=SQLITE.before_fork,
+    after_in_parent=SQLITE.after_fork_in_parent,
+    after_in_child=SQLITE._reset,
+)

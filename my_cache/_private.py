@@ -37,13 +37,15 @@ class Access:
         fix = f"chmod {'700' if stat.S_ISDIR(st.st_mode) else '600'} {path}"
         if st.st_mode & stat.S_IWOTH:
             return f"{path} is writable by every user; fix: {fix}"
-        in_group = self.group and st.st_gid in {os.getegid(), *os.getgroups()}
-        if st.st_uid != os.geteuid() and not in_group:
+        ours = st.st_gid in {os.getegid(), *os.getgroups()}
+        if st.st_uid != os.geteuid() and not (self.group and ours):
             return f"{path} belongs to another user (uid {st.st_uid}); only your own are read"
-        if st.st_mode & stat.S_IWGRP and not self.group:
+        if st.st_mode & stat.S_IWGRP and not (self.group and ours):
             return (
-                f"{path} is writable by its group; fix: {fix}, or set trust_group = true "
-                "to share it with your group on purpose"
+                f"{path} is writable by its group (gid {st.st_gid}); fix: {fix}, or set "
+                "trust_group = true to share it with your group on purpose"
+                if not self.group
+                else f"{path} is writable by group {st.st_gid}, which is not yours; fix: {fix}"
             )
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import os
 import threading
@@ -250,6 +251,7 @@ class _OpenStores:
         self.backend = backend
         self._stores: dict[str, FolderStore] = {}
         self._lock = threading.Lock()
+        self._closed_since_collection = 0
         renew_after_fork(self)
 
     def after_fork(self) -> None:
@@ -272,6 +274,20 @@ class _OpenStores:
         store.recently_used = True
         return store
 
+    def _collect_connections(self) -> None:
+        """Free the connections of closed stores, now and then.
+
+        Closing a store closes the connections of the thread that closes it; those of other
+        threads (diskcache opens one per thread) close when they are freed, and an
+        sqlite3.Connection is freed only by the cyclic garbage collector (it references
+        itself through its statement cache). Without a collection, a program whose writer
+        threads touch many folders runs out of descriptors anyway.
+        """
+        self._closed_since_collection += 1
+        if self._closed_since_collection >= OPEN_STORES_LIMIT:
+            self._closed_since_collection = 0
+            gc.collect()
+
     def _close_one_not_used_lately(self) -> None:
         """Close a store not used since the last such search (the "clock" approximation of
         least recently used: a hit only sets a flag). The caller holds the lock.
@@ -286,6 +302,7 @@ class _OpenStores:
                     continue
                 del self._stores[folder]
                 store.close()
+                self._collect_connections()
                 return
 
     def close(self) -> None:

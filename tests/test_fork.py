@@ -167,3 +167,40 @@ def test_parent_and_child_both_keep_working_after_a_fork(
     # On disk the children's entries are shared. In memory each child starts with a copy of
     # its parent's entries, as any forked memory, and computes the rest itself.
     assert count(runs) == (5 if persistent else 2 + 3 * 2 + 3)
+
+
+def test_forks_while_other_threads_write_give_children_that_work(tmp_path: Path) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+
+    @stor.cache(folder="cache/busy")
+    def tagged(tag: str, n: int) -> tuple[str, int]:
+        return (tag, n)
+
+    stop = threading.Event()
+
+    def write(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            assert tagged(f"parent{k}", n) == (f"parent{k}", n)
+
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    for writer in writers:
+        writer.start()
+
+    def child(n: int) -> None:
+        assert [tagged(f"child{n}", i) for i in range(5)] == [(f"child{n}", i) for i in range(5)]
+        misses = tagged.cache_info().misses
+        assert [tagged(f"child{n}", i) for i in range(5)] == [(f"child{n}", i) for i in range(5)]
+        assert tagged.cache_info().misses == misses  # stored: the second pass hits
+
+    try:
+        # Forks land while the writer threads are inside SQLite; before, half the children
+        # waited forever for locks held by threads that do not exist in them.
+        exits = [in_child(child, n) for n in range(10)]
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    stor.close()
+    assert exits == [0] * 10

@@ -127,3 +127,29 @@ def test_a_db_file_others_may_write_is_not_used(tmp_path: Path) -> None:
         f"Error: db_file not used: {tmp_path / 'c.db'} is writable by every user; "
         f"fix: chmod 600 {tmp_path / 'c.db'}\n"
     )
+
+
+def test_trust_group_trusts_only_groups_we_belong_to(tmp_path: Path, monkeypatch: Any) -> None:
+    fill(tmp_path)
+    store = tmp_path / "cache" / "values"
+    nogroup = pwd.getpwnam("nobody").pw_gid
+    assert nogroup not in {os.getegid(), *os.getgroups()}
+    os.chown(store, -1, nogroup)
+    store.chmod(0o770)
+    monkeypatch.setenv("MYCACHE_TRUST_GROUP", "true")
+    runs, events = uses(tmp_path)
+    assert runs == [1, 2, 1]
+    assert [e["event"] for e in events] == ["my_cache.untrusted_store"]
+    assert f"writable by group {nogroup}, which is not yours" in events[0]["reason"]
+
+
+def test_a_wal_planted_beside_the_store_is_not_applied(tmp_path: Path) -> None:
+    fill(tmp_path)
+    database = tmp_path / "cache" / "values" / "cache.db"
+    planted = Path(f"{database}-wal")
+    planted.write_bytes(b"")  # what matters is who may have written it
+    os.chown(planted, NOBODY, -1)
+    runs, events = uses(tmp_path)
+    assert runs == [1, 2, 1]
+    assert [e["event"] for e in events] == ["my_cache.untrusted_store"]
+    assert str(planted) in events[0]["reason"]

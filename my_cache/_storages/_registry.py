@@ -234,7 +234,8 @@ class Registry:
     def _trust(self) -> None:
         """StoreUnavailable (warned of once) if others may write ``db_file`` or its folder."""
         if self._refusal is None:
-            for path in (self.path.parent, self.path):
+            wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+            for path in (self.path.parent, self.path, wal, shm):
                 reason = self._access.distrust(path)
                 if reason is not None:
                     self._refusal = f"db_file not used: {reason}"
@@ -365,7 +366,9 @@ def _schema(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
                     rows.append(("table", "not the old catalogue's entries", ""))
             return int(application_id), rows
     except sqlite3.DatabaseError as error:
-        if is_damage(error) and _has_our_header(path):
+        if not is_damage(error):
+            raise  # it could not be read now (no descriptor left, I/O): not a verdict on it
+        if _has_our_header(path):
             return APPLICATION_ID, []  # ours, damaged: set aside and rebuilt when opened
         reason = (
             "it is not an SQLite database"

@@ -4,6 +4,7 @@ of folders in ``db_file``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import shutil
@@ -12,13 +13,13 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._fork import keep_unclosed
+from my_cache._fork import SQLITE, keep_unclosed
 from my_cache._private import Access
 from my_cache._sqlite import failure, is_damage, is_locked, patiently, read_only
 from my_cache._storages import _diskcache_table as table
@@ -43,6 +44,22 @@ if TYPE_CHECKING:
     from my_cache._identity import Identity
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _between_forks(method: F) -> F:
+    """``method``, a store operation that uses SQLite, made while no fork is under way."""
+
+    @functools.wraps(method)
+    def operation(*args: Any, **kwargs: Any) -> Any:
+        SQLITE.enter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            SQLITE.exit()
+
+    return cast(F, operation)
+
 
 _FILE_MISSING: Any = object()
 # Expired entries are misses at once; their rows and files go after this many expiring writes.
@@ -147,7 +164,9 @@ class DiskFolder(FolderStore):
     def _trust(self) -> None:
         """StoreUnavailable (warned of once) if others may write the store: it is not read."""
         if self._refusal is None:
-            for path in (self.folder, self._database):
+            # SQLite applies a -wal it finds: whoever planted one would write the store.
+            database = str(self._database)
+            for path in (self.folder, database, f"{database}-wal", f"{database}-shm"):
                 reason = self._access.distrust(path)
                 if reason is not None:
                     self._refusal = f"store not used: {reason}"
@@ -257,15 +276,7 @@ class DiskFolder(FolderStore):
         return self._read(key, read=True)
 
     def _read(self, key: str, *, read: bool) -> Any:
-        try:
-            data = self._stored(key, read)
-        except sqlite3.DatabaseError as error:
-            if is_damage(error):
-                self._recover(error)
-                return MISSING
-            if not is_locked(error):
-                raise
-            data = patiently(lambda: self._stored(key, read))
+        data = self._fetch(key, read)
         if data is None:
             return MISSING
         if data is _FILE_MISSING:
@@ -273,6 +284,20 @@ class DiskFolder(FolderStore):
         if isinstance(data, bytes):
             return self._load(key, data)
         return Deferred(lambda: self._load_file(key, data))
+
+    @_between_forks
+    def _fetch(self, key: str, read: bool) -> Any:
+        """What ``_stored`` finds; None in a damaged store (set aside). Unpickling, which
+        runs the value's own code, comes after, outside the fork guard."""
+        try:
+            return self._stored(key, read)
+        except sqlite3.DatabaseError as error:
+            if is_damage(error):
+                self._recover(error)
+                return None
+            if not is_locked(error):
+                raise
+            return patiently(lambda: self._stored(key, read))
 
     def _row(self, key: str) -> tuple[int, str | None, Any] | None:
         with self._read_lock:
@@ -317,6 +342,7 @@ class DiskFolder(FolderStore):
         except DamagedEntry as error:
             return self._drop(key, str(error))
 
+    @_between_forks
     def _drop(self, key: str, reason: str) -> Any:
         _log.warning("my_cache.damaged_entry", folder=self.folder, key=key, reason=reason)
         # A store that cannot be written keeps it: a miss each time, never its value.
@@ -333,8 +359,14 @@ class DiskFolder(FolderStore):
         arg_string: Callable[[], str],
         expire: float | None,
     ) -> None:
+        # Pickled before the SQLite part: a fork waits for that part only (see _fork._Quiet).
         data = dump_result(value, key)
-        stored, tag = table.stored_key(key), shortened(arg_string())
+        self._put(table.stored_key(key), function, data, expire, shortened(arg_string()))
+
+    @_between_forks
+    def _put(
+        self, stored: bytes | str, function: str, data: bytes, expire: float | None, tag: str
+    ) -> None:
         try:
             try:
                 cache = self._write(stored, function, data, expire, tag)
@@ -392,6 +424,7 @@ class DiskFolder(FolderStore):
         older = self._reading(lambda reader: table.stored_as_text(reader, texts), no_texts)
         return self._delete_stored([*stored, *older])
 
+    @_between_forks
     def _delete_stored(self, keys: list[bytes | str]) -> int:
         # One transaction per key, as diskcache deletes: its row goes, then its value file.
         # In one transaction for all, diskcache would remove each file before the commit,
@@ -411,6 +444,7 @@ class DiskFolder(FolderStore):
         """How many live entries there are, and their bytes."""
         return self._reading(table.totals, (0, 0))
 
+    @_between_forks
     def _reading(self, query: Callable[[sqlite3.Connection], T], empty: T) -> T:
         """``query(reader)``, or ``empty`` when there is no store or it is damaged (then it is
         set aside, as a call finding the damage would)."""
@@ -424,6 +458,7 @@ class DiskFolder(FolderStore):
             self._recover(error)
             return empty
 
+    @_between_forks
     def close(self) -> None:
         with self._lock, self._read_lock:
             self._close()

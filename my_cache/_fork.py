@@ -48,8 +48,9 @@ class _Quiet:
     A child forked while another thread is inside SQLite inherits SQLite's mutexes and its
     per-file lock records as they were at that instant: its own first connection then waits
     for locks no one will ever release. Every store operation is made between ``enter()``
-    and ``exit()``; a fork waits for those running to end, holds back new ones, and lets
-    them go on in the parent once it is done. An operation inside another one counts once.
+    and ``exit()``, never one inside another, and never around code of the user's (a
+    pickle's own code might fork); a fork waits for those running to end, holds back new
+    ones, and lets them go on in the parent once it is done.
     """
 
     def __init__(self) -> None:
@@ -60,32 +61,23 @@ class _Quiet:
         self._changed = threading.Condition(self._lock)
         self._running = 0
         self._forking = False
-        self._depth = threading.local()
 
     def enter(self) -> None:
-        depth = getattr(self._depth, "value", 0)
-        self._depth.value = depth + 1
-        if depth:
-            return
         with self._lock:
             while self._forking:
                 self._changed.wait()
             self._running += 1
 
     def exit(self) -> None:
-        self._depth.value -= 1
-        if self._depth.value:
-            return
         with self._lock:
             self._running -= 1
-            if self._running == 0:
+            if self._running == 0 and self._forking:
                 self._changed.notify_all()
 
     def before_fork(self) -> None:
-        own = 1 if getattr(self._depth, "value", 0) else 0  # a fork from inside an operation
         with self._lock:
             self._forking = True
-            while self._running > own:
+            while self._running:
                 self._changed.wait()
 
     def after_fork_in_parent(self) -> None:

@@ -285,10 +285,11 @@ class DiskFolder(FolderStore):
             return self._load(key, data)
         return Deferred(lambda: self._load_file(key, data))
 
-    @_between_forks
     def _fetch(self, key: str, read: bool) -> Any:
         """What ``_stored`` finds; None in a damaged store (set aside). Unpickling, which
         runs the value's own code, comes after, outside the fork guard."""
+        # The hit path: the guard of _between_forks, inline.
+        SQLITE.enter()
         try:
             return self._stored(key, read)
         except sqlite3.DatabaseError as error:
@@ -298,6 +299,8 @@ class DiskFolder(FolderStore):
             if not is_locked(error):
                 raise
             return patiently(lambda: self._stored(key, read))
+        finally:
+            SQLITE.exit()
 
     def _row(self, key: str) -> tuple[int, str | None, Any] | None:
         with self._read_lock:

@@ -346,13 +346,17 @@ def _schema(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
     holds.
 
     Read with an immutable connection, which creates no file, unless a -wal beside it holds
-    changes (an application still running, or killed): then read-only, which sees them.
+    changes (an application still running, or killed): then read-only, which sees them —
+    or, where even that cannot open (a read-only folder without the -wal's -shm), immutable.
     """
     wal = Path(f"{path}-wal")
     live = wal.exists() and wal.stat().st_size > 0
-    uri = f"file:{urllib.parse.quote(str(path))}?{'mode=ro' if live else 'immutable=1'}"
     try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+        connection = read_only(path) if live else None
+        if connection is None:
+            immutable = f"file:{urllib.parse.quote(str(path))}?immutable=1"
+            connection = sqlite3.connect(immutable, uri=True)
+        with contextlib.closing(connection):
             (application_id,) = connection.execute("PRAGMA application_id").fetchone()
             rows = connection.execute("SELECT type, name, tbl_name FROM sqlite_master").fetchall()
             if {name for kind, name, _ in rows if kind == "table"} == {_OLD_TABLE}:

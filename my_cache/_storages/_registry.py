@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from my_cache import _log
-from my_cache._fork import keep_unclosed, renew_after_fork
+from my_cache._fork import SQLITE, keep_unclosed, renew_after_fork
 from my_cache._private import Access
 from my_cache._sqlite import BUSY_TIMEOUT, Failure, failure, is_damage, patiently, read_only
 from my_cache._storages.base import ForeignPath, StoreUnavailable
@@ -58,9 +58,16 @@ class Registry:
         renew_after_fork(self)
 
     def check(self) -> None:
-        """ForeignPath if ``db_file`` holds anything but a my_cache registry (or nothing)."""
+        """ForeignPath if ``db_file`` holds anything but a my_cache registry (or nothing).
+
+        Called where no store operation runs (a store being opened), so it is one itself.
+        """
         if not self._checked:
-            _kind_of(self.path)
+            SQLITE.enter()
+            try:
+                _kind_of(self.path)
+            finally:
+                SQLITE.exit()
             self._checked = True
 
     def lists(self, folder: str) -> bool:

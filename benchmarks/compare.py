@@ -43,7 +43,7 @@ import cachier
 import diskcache
 import joblib
 from cashews import Cache as CashewsCache
-from loop_pauses import LoopPauses, loop_pauses
+from loop_pauses import LoopPauses, bench_stor, loop_pauses
 
 from my_cache import CacheStor, SerialiseBin, TypeStorage
 from my_cache._keys import make_normaliser
@@ -101,20 +101,10 @@ async def measure_async(
     return miss, min([await per_await_us(cached, arguments) for _ in range(hit_passes)])
 
 
-def my_cache_stor(root: Path, type_storage: TypeStorage) -> CacheStor:
-    # Every setting is given, so no mycache.toml or MYCACHE_* variable changes what is measured.
-    return CacheStor(
-        db_file=root / "catalogue.db",
-        type_storage=type_storage,
-        serialiser="bin",
-        is_debug_log=False,
-    )
-
-
 def sync_systems(root: Path) -> dict[str, Work]:
     peer = diskcache.Cache(str(root / "diskcache"), eviction_policy="none")
-    memory = my_cache_stor(root / "memory", TypeStorage.IN_MEMORY)
-    disk = my_cache_stor(root / "disk", TypeStorage.IN_DISK)
+    memory = bench_stor(root / "memory", TypeStorage.IN_MEMORY)
+    disk = bench_stor(root / "disk", TypeStorage.IN_DISK)
     return {
         "functools.lru_cache": functools.lru_cache(maxsize=None)(work),
         "cachetools.cached": cachetools.cached(cache={})(work),
@@ -131,7 +121,7 @@ def sync_systems(root: Path) -> dict[str, Work]:
 async def async_results(root: Path, arguments: Arguments, hit_passes: int) -> dict[str, Any]:
     cashews = CashewsCache()
     cashews.setup(f"disk://?directory={root / 'cashews'}&shards=0")
-    stor = my_cache_stor(root / "async", TypeStorage.IN_DISK)
+    stor = bench_stor(root / "async", TypeStorage.IN_DISK)
 
     async def nothing() -> None:
         return None
@@ -186,7 +176,7 @@ def cachier_default_miss_us(root: Path, entries: int) -> float:
 def scale(root: Path, entries: int, repeats: int = 5) -> tuple[float, float]:
     """Opening an IN_DISK cache holding ``entries`` (to its first hit), and a hit (µs)."""
     folder = root / f"scale-{entries}"
-    stor = my_cache_stor(folder, TypeStorage.IN_DISK)
+    stor = bench_stor(folder, TypeStorage.IN_DISK)
     fill = stor.cache(folder=folder / "work")(work)
     for n, name, pair in calls(entries):
         fill(n, name, pair)
@@ -194,12 +184,12 @@ def scale(root: Path, entries: int, repeats: int = 5) -> tuple[float, float]:
     opens = []
     for _ in range(repeats):
         started = time.perf_counter()
-        stor = my_cache_stor(folder, TypeStorage.IN_DISK)
+        stor = bench_stor(folder, TypeStorage.IN_DISK)
         cached = stor.cache(folder=folder / "work")(work)
         cached(0, "name-0", (0, 0))
         opens.append((time.perf_counter() - started) * 1e6)
         stor.close()
-    stor = my_cache_stor(folder, TypeStorage.IN_DISK)
+    stor = bench_stor(folder, TypeStorage.IN_DISK)
     cached = stor.cache(folder=folder / "work")(work)
     sample = random.Random(entries).sample(calls(entries), min(entries, 2000))
     hit = min(per_call_us(cached, sample) for _ in range(repeats))

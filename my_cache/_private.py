@@ -49,6 +49,16 @@ class Access:
             )
         return None
 
+    def distrust_database(self, folder: Path | str, database: Path | str) -> str | None:
+        """Why an SQLite ``database`` in ``folder`` must not be read, or None: the folder,
+        the file, and the -wal and -shm beside it (SQLite applies a -wal it finds, so whoever
+        planted one would write the database)."""
+        for path in (folder, database, f"{database}-wal", f"{database}-shm"):
+            reason = self.distrust(path)
+            if reason is not None:
+                return reason
+        return None
+
     def make_directory(self, path: Path) -> None:
         """Create ``path`` and any missing parents with this access; existing ones are left
         as they are."""

@@ -283,25 +283,6 @@ def test_a_result_that_cannot_be_stored_is_returned_and_not_cached(stor: CacheSt
     assert warnings[0]["function"].endswith("numbers")
 
 
-def test_a_db_file_that_is_a_folder_is_refused_before_the_function_runs(tmp_path: Path) -> None:
-    not_a_file = tmp_path / "catalogue_is_a_directory"
-    not_a_file.mkdir()
-    stor = CacheStor(db_file=not_a_file, type_storage=TypeStorage.IN_DISK)
-    runs = 0
-
-    @stor.cache(folder="cache/w")
-    def w(x: int) -> int:
-        nonlocal runs
-        runs += 1
-        return x * 10
-
-    with pytest.raises(ValueError, match=f"^db_file {not_a_file} is not a my_cache catalogue"):
-        w(2)
-    assert runs == 0
-    assert list(not_a_file.iterdir()) == []
-    stor.close()
-
-
 def test_in_memory_creates_no_files(tmp_path: Path) -> None:
     stor = CacheStor()  # the defaults: IN_MEMORY with db_file="cache/my.db"
     assert stor.type_storage is TypeStorage.IN_MEMORY

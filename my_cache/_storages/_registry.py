@@ -241,13 +241,10 @@ class Registry:
     def _trust(self) -> None:
         """StoreUnavailable (warned of once) if others may write ``db_file`` or its folder."""
         if self._refusal is None:
-            wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
-            for path in (self.path.parent, self.path, wal, shm):
-                reason = self._access.distrust(path)
-                if reason is not None:
-                    self._refusal = f"db_file not used: {reason}"
-                    self._warn("my_cache.untrusted_catalogue", self._refusal)
-                    break
+            reason = self._access.distrust_database(self.path.parent, self.path)
+            if reason is not None:
+                self._refusal = f"db_file not used: {reason}"
+                self._warn("my_cache.untrusted_catalogue", self._refusal)
             else:
                 self._refusal = ""
         if self._refusal:

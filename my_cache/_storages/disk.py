@@ -164,17 +164,12 @@ class DiskFolder(FolderStore):
     def _trust(self) -> None:
         """StoreUnavailable (warned of once) if others may write the store: it is not read."""
         if self._refusal is None:
-            # SQLite applies a -wal it finds: whoever planted one would write the store.
-            database = str(self._database)
-            for path in (self.folder, database, f"{database}-wal", f"{database}-shm"):
-                reason = self._access.distrust(path)
-                if reason is not None:
-                    self._refusal = f"store not used: {reason}"
-                    self._warn("my_cache.untrusted_store", self._refusal)
-                    break
-            else:
-                if self._database.exists():  # trusted as it is: not checked again
-                    self._refusal = ""
+            reason = self._access.distrust_database(self.folder, self._database)
+            if reason is not None:
+                self._refusal = f"store not used: {reason}"
+                self._warn("my_cache.untrusted_store", self._refusal)
+            elif self._database.exists():  # trusted as it is: not checked again
+                self._refusal = ""
         if self._refusal:
             raise StoreUnavailable(self._refusal)
 

@@ -103,7 +103,7 @@ class Registry:
     def _read(self, statement: str, parameters: tuple[str, ...] = ()) -> list[tuple[str]]:
         """Rows of a query; through a read-only connection when ``db_file`` cannot be
         written (a read-only disk); none if it is absent or new. Never creates it."""
-        if _kind_of(self.path) == "new":
+        if self._new():
             return []
         with self._lock:
             try:
@@ -140,7 +140,7 @@ class Registry:
                 raise
             connection.execute("COMMIT")
 
-        if _kind_of(self.path) != "new":
+        if not self._new():
             with self._lock:
                 try:
                     self._recovering(lambda: patiently(forget))
@@ -162,6 +162,11 @@ class Registry:
             self._connection.close()
         self._connection, self._connected_inode = None, None
         self._registered.clear()
+
+    def _new(self) -> bool:
+        """Whether ``db_file`` is absent or empty: nothing to read, nothing to create by
+        reading. Probed (an SQLite connection) only while this process has none open to it."""
+        return not self._current_file() and _kind_of(self.path) == "new"
 
     def _current_file(self) -> bool:
         """Whether the file open is still the one at ``path``."""

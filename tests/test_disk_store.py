@@ -1,19 +1,23 @@
-"""The IN_DISK hit path reads diskcache's table itself: it must agree with Cache.get."""
+"""The IN_DISK hit path reads diskcache's table itself: it must agree with Cache.get; and what
+it reads is a result only for its own key, intact."""
 
 from __future__ import annotations
 
+import pickle
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import diskcache
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from my_cache._private import Access
 from my_cache._storages._diskcache_table import key_of, stored_key
 from my_cache._storages._registry import Registry
-from my_cache._storages.base import MISSING, load_result
+from my_cache._storages.base import MISSING, DamagedEntry, dump_result, load_result
 from my_cache._storages.disk import DiskFolder
 
 VALUES = {"small": b"s" * 100, "large": b"L" * 300_000, "none": None, "text": "x" * 50_000}
@@ -76,3 +80,44 @@ KEYS = st.one_of(
 def test_keys_are_stored_compactly_and_told_apart(first: str, second: str) -> None:
     assert key_of(stored_key(first)) == first
     assert (stored_key(first) == stored_key(second)) == (first == second)
+
+
+# The stored form of a result, as a value file or row holds it.
+
+OLD_KEY, OTHER_KEY = f"{HEX}:{HEX[:12]}:{'a' * 32}", f"{HEX}:{HEX[:12]}:{'b' * 32}"
+
+
+def test_a_result_comes_back_only_for_its_own_key() -> None:
+    data = dump_result({"n": [1, 2]}, OLD_KEY)
+    assert load_result(data, OLD_KEY) == {"n": [1, 2]}
+    with pytest.raises(DamagedEntry, match="belong to another key"):
+        load_result(data, OTHER_KEY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.binary(max_size=2000), position=st.integers(min_value=0), flip=st.integers(1, 255))
+def test_any_changed_byte_makes_a_damaged_entry(value: bytes, position: int, flip: int) -> None:
+    data = bytearray(dump_result(value, OLD_KEY))
+    data[position % len(data)] ^= flip
+    with pytest.raises(DamagedEntry):
+        load_result(bytes(data), OLD_KEY)
+
+
+def test_any_cut_makes_a_damaged_entry() -> None:
+    data = dump_result(b"v" * 100, OLD_KEY)
+    for length in range(len(data)):
+        with pytest.raises(DamagedEntry):
+            load_result(data[:length], OLD_KEY)
+
+
+def test_entries_of_the_crc_format_are_still_read() -> None:
+    """my_cache before XXH3 wrote b"MC\\x02", a CRC-32 of key and pickle, then the pickle: an
+    upgrade keeps those entries, and still tells whose they are."""
+    pickled = pickle.dumps([1, "two"], pickle.HIGHEST_PROTOCOL)
+    crc = zlib.crc32(pickled, zlib.crc32(OLD_KEY.encode()))
+    data = b"MC\x02" + struct.pack(">I", crc) + pickled
+    assert load_result(data, OLD_KEY) == [1, "two"]
+    with pytest.raises(DamagedEntry, match="another key"):
+        load_result(data, OTHER_KEY)
+    with pytest.raises(DamagedEntry, match="without its key"):
+        load_result(b"MC\x01" + data[3:], OLD_KEY)

@@ -48,8 +48,8 @@ def test_config_driven_takes_everything_from_mycache_toml(tmp_path: Path) -> Non
         "computing square(3)",
         "[4, 9, 4, 9]",
         # A script's functions are named by its path: two scripts never share entries.
-        f'catalogued: {script}:square {{"args":[],"kwargs":{{"n":2}}}} (12 bytes)',
-        f'catalogued: {script}:square {{"args":[],"kwargs":{{"n":3}}}} (12 bytes)',
+        f'catalogued: {script}:square {{"args":[],"kwargs":{{"n":2}}}} (16 bytes)',
+        f'catalogued: {script}:square {{"args":[],"kwargs":{{"n":3}}}} (16 bytes)',
     ]
     events = [word for word in result.stderr.split() if word.startswith("my_cache.")]
     assert events == ["my_cache.miss", "my_cache.write"] * 2 + ["my_cache.hit"] * 2

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from xxhash import xxh3_64_intdigest
+
 if TYPE_CHECKING:
     from my_cache._identity import Identity
 
@@ -190,13 +192,19 @@ class DamagedEntry(Exception):
     """Stored bytes that are not an intact result: never returned, always recomputed."""
 
 
-# A stored result is this header, then its pickle. The CRC-32 runs over the entry's key and
+# A stored result is this header, then its pickle. The checksum runs over the entry's key and
 # then the pickle: it catches accidental damage (a torn or garbled file) and bytes that belong
 # to another key (a moved or swapped value file), either of which could otherwise unpickle
 # into a wrong value. Tampering is kept out by file permissions, not by the checksum.
-_HEADER = struct.Struct(">3sI")
-_FORMAT = b"MC\x02"
-_OLDER_FORMATS = frozenset({b"MC\x01"})
+# XXH3 (xxhash) rather than CRC-32: 0.09 against 0.35 us for a 1 KB result, and ~17x faster
+# on large ones, so a verified hit costs little more than reading the bytes.
+_HEADER = struct.Struct(">3sQ")
+_CHECKSUM = struct.Struct(">Q")
+_FORMAT = b"MC\x03"
+# MC\x02: the same with a CRC-32 in 4 bytes; still read, so an upgrade keeps every entry.
+_CRC_HEADER = struct.Struct(">3sI")
+_CRC_FORMAT = b"MC\x02"
+_KEYLESS_FORMAT = b"MC\x01"
 
 
 def dump_result(value: Any, key: str) -> bytes:
@@ -210,21 +218,32 @@ def dump_result(value: Any, key: str) -> bytes:
 
 
 def _checksum(key: str, pickled: bytes | memoryview) -> int:
+    return xxh3_64_intdigest(pickled, xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")))
+
+
+def _crc_checksum(key: str, pickled: bytes | memoryview) -> int:
     return zlib.crc32(pickled, zlib.crc32(key.encode("utf-8", "surrogatepass")))
 
 
 def load_result(data: bytes, key: str) -> Any:
     """The result ``dump_result`` wrote for ``key``; DamagedEntry if the bytes are not intact
     or were written for another key."""
-    if len(data) < _HEADER.size:
-        raise DamagedEntry(f"{len(data)} bytes are too few for an entry")
-    fmt, checksum = _HEADER.unpack_from(data)
-    if fmt in _OLDER_FORMATS:
+    fmt = data[:3]
+    if fmt == _FORMAT and len(data) >= _HEADER.size:
+        (checksum,) = _CHECKSUM.unpack_from(data, 3)
+        pickled = memoryview(data)[_HEADER.size :]
+        intact = _checksum(key, pickled) == checksum
+    elif fmt == _CRC_FORMAT and len(data) >= _CRC_HEADER.size:
+        checksum = _CRC_HEADER.unpack_from(data)[1]
+        pickled = memoryview(data)[_CRC_HEADER.size :]
+        intact = _crc_checksum(key, pickled) == checksum
+    elif fmt == _KEYLESS_FORMAT:
         raise DamagedEntry("written by an older my_cache, without its key in the checksum")
-    if fmt != _FORMAT:
+    elif len(data) < _HEADER.size:
+        raise DamagedEntry(f"{len(data)} bytes are too few for an entry")
+    else:
         raise DamagedEntry("not an entry written by my_cache")
-    pickled = memoryview(data)[_HEADER.size :]
-    if _checksum(key, pickled) != checksum:
+    if not intact:
         raise DamagedEntry(
             "checksum mismatch: the stored bytes were altered, or belong to another key "
             "(a moved or swapped value file)"

@@ -169,7 +169,7 @@ def test_parent_and_child_both_keep_working_after_a_fork(
     assert count(runs) == (5 if persistent else 2 + 3 * 2 + 3)
 
 
-def test_forks_while_other_threads_write_give_children_that_work(tmp_path: Path) -> None:
+def test_forks_while_other_threads_write_and_hit_give_children_that_work(tmp_path: Path) -> None:
     stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
 
     @stor.cache(folder="cache/busy")
@@ -184,7 +184,12 @@ def test_forks_while_other_threads_write_give_children_that_work(tmp_path: Path)
             n += 1
             assert tagged(f"parent{k}", n) == (f"parent{k}", n)
 
+    def hit() -> None:
+        while not stop.is_set():
+            assert tagged("hot", 0) == ("hot", 0)
+
     writers = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    writers += [threading.Thread(target=hit) for _ in range(2)]
     for writer in writers:
         writer.start()
 
@@ -195,7 +200,7 @@ def test_forks_while_other_threads_write_give_children_that_work(tmp_path: Path)
         assert tagged.cache_info().misses == misses  # stored: the second pass hits
 
     try:
-        # Forks land while the writer threads are inside SQLite; before, half the children
+        # Forks land while the threads are inside SQLite, writing or reading; before, half the children
         # waited forever for locks held by threads that do not exist in them.
         exits = [in_child(child, n) for n in range(10)]
     finally:

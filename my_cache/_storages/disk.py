@@ -19,7 +19,7 @@ import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._fork import SQLITE, keep_unclosed
+from my_cache._fork import SQLITE, keep_unclosed, renew_after_fork
 from my_cache._private import Access
 from my_cache._sqlite import failure, is_damage, is_locked, patiently, read_only
 from my_cache._storages import _diskcache_table as table
@@ -146,20 +146,16 @@ class DiskFolder(FolderStore):
         self._reader: sqlite3.Connection | None = None
         self._reader_inode: int | None = None
         self._cache: diskcache.Cache | None = None
-        self._pid = os.getpid()
         self._expiring_writes = 0
         # Generations whose function name this object recorded in the store (see set).
         self._named: set[bytes] = set()
+        renew_after_fork(self)
 
-    def _forked(self) -> bool:
-        """Whether this is a child forked since the connections were opened: SQLite
-        connections must not cross a fork, so the child opens its own."""
-        if self._pid == os.getpid():
-            return False
-        self._pid = os.getpid()
+    def after_fork(self) -> None:
+        """In a forked child: connections of its own (see _fork)."""
         keep_unclosed((self._reader, self._cache))
         self._reader = self._cache = None
-        return True
+        self._lock, self._read_lock = threading.Lock(), threading.Lock()
 
     def _trust(self) -> None:
         """StoreUnavailable (warned of once) if others may write the store: it is not read."""
@@ -177,7 +173,7 @@ class DiskFolder(FolderStore):
         """The reader connection (the caller holds _read_lock); None while there is no store."""
         if self._refusal:
             raise StoreUnavailable(self._refusal)
-        if self._reader is None or self._forked():
+        if self._reader is None:
             self._trust()
             self._reader = read_only(self._database)
             if self._reader is not None:
@@ -188,7 +184,7 @@ class DiskFolder(FolderStore):
     def _writable(self) -> diskcache.Cache:
         with self._lock:
             self._trust()
-            if self._cache is None or self._forked():
+            if self._cache is None:
                 self._cache = self._open_writable()
             elif not self._database.exists():
                 self._warn("my_cache.missing_store", "the folder was removed; recreated")
@@ -262,16 +258,19 @@ class DiskFolder(FolderStore):
         _log.warning(event, folder=self.folder, reason=reason)
 
     def get(self, key: str) -> Any:
-        return self._read(key, read=False)
+        data = self._fetch(key, read=False)
+        if type(data) is bytes:  # the hit path, a call shorter
+            return self._load(key, data)
+        return self._resolved(key, data)
 
     def fetch(self, key: str) -> Any:
         # diskcache keeps values under its min_file_size (32 KiB) in SQLite and hands them
         # back as bytes, cheap to check and unpickle here; larger ones live in files and come
         # back as an open file, read and unpickled later, off the event loop.
-        return self._read(key, read=True)
+        return self._resolved(key, self._fetch(key, read=True))
 
-    def _read(self, key: str, *, read: bool) -> Any:
-        data = self._fetch(key, read)
+    def _resolved(self, key: str, data: Any) -> Any:
+        """The value ``_fetch`` found for ``key``: MISSING, the value, or a Deferred."""
         if data is None:
             return MISSING
         if data is _FILE_MISSING:
@@ -281,31 +280,41 @@ class DiskFolder(FolderStore):
         return Deferred(lambda: self._load_file(key, data))
 
     def _fetch(self, key: str, read: bool) -> Any:
-        """What ``_stored`` finds; None in a damaged store (set aside). Unpickling, which
-        runs the value's own code, comes after, outside the fork guard."""
-        # The hit path: the guard of _between_forks, inline.
+        """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING;
+        None in a damaged store (set aside). Unpickling, which runs the value's own code,
+        comes after, outside the fork guard."""
+        stored = table.stored_key(key)
+        # The hit path: the guard of _between_forks, inline, and the row read here.
         SQLITE.enter()
         try:
-            return self._stored(key, read)
+            with self._read_lock:
+                reader = self._open_reader()
+                row = None if reader is None else table.value_row(reader, stored)
+            if row is not None and row[0] == diskcache.core.MODE_RAW and row[2] is not None:
+                return row[2]
+            return self._stored(stored, row, read)
         except sqlite3.DatabaseError as error:
             if is_damage(error):
                 self._recover(error)
                 return None
             if not is_locked(error):
                 raise
-            return patiently(lambda: self._stored(key, read))
+            return patiently(lambda: self._stored(stored, self._row(stored), read))
         finally:
             SQLITE.exit()
 
-    def _row(self, key: str) -> tuple[int, str | None, Any] | None:
+    def _row(self, stored: bytes | str) -> tuple[int, str | None, Any] | None:
         with self._read_lock:
             reader = self._open_reader()
-            return None if reader is None else table.value_row(reader, table.stored_key(key))
+            return None if reader is None else table.value_row(reader, stored)
 
-    def _stored(self, key: str, read: bool) -> Any:
-        """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING."""
-        for _ in range(2):
-            row = self._row(key)
+    def _stored(
+        self, stored: bytes | str, row: tuple[int, str | None, Any] | None, read: bool
+    ) -> Any:
+        """What ``_fetch`` returns, from ``row`` (the row of ``stored``, read just now)."""
+        for retry in (False, True):
+            if retry:
+                row = self._row(stored)
             if row is None:
                 return None
             mode, filename, value = row

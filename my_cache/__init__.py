@@ -1,6 +1,6 @@
 """my_cache: decorate a function once; equivalent calls return its stored result."""
 
-from my_cache._types import BoundCachedFunction, CachedFunction, CacheInfo
+from my_cache._types import BoundCachedFunction, CachedFunction, CacheInfo, CacheStoreError
 from my_cache._writer import CacheWriteError
 from my_cache.cache_stor import CacheStor
 from my_cache.serialisers import Serialise, SerialiseBin, SerialiseJson, SerialiseMsgpack
@@ -10,6 +10,7 @@ __all__ = [
     "BoundCachedFunction",
     "CacheInfo",
     "CacheStor",
+    "CacheStoreError",
     "CacheWriteError",
     "CachedFunction",
     "Serialise",

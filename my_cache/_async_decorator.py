@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import time
 from collections.abc import Callable, Coroutine
@@ -10,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from my_cache._decorator import FunctionCache
 from my_cache._flight import AsyncFlights
-from my_cache._storages.base import MISSING, Deferred
+from my_cache._storages.base import MISSING, WAIT, Deferred
 from my_cache._types import CachedFunction
 
 P = ParamSpec("P")
@@ -30,6 +31,35 @@ async def load(cached: FunctionCache, key: str) -> Any:
     if value is not MISSING and cached.stor.is_debug_log:
         cached.debug("my_cache.hit", key, started, source="store")
     return value
+
+
+async def acquire(cached: FunctionCache, key: str) -> Any:
+    """``FunctionCache.acquire`` for a coroutine: each attempt runs in the library's own
+    locker threads (quick: one or two round trips), and the waits between them on the event
+    loop, so waiting for another process occupies no thread, and no executor of the program's.
+    A caller cancelled meanwhile never keeps the lock: an attempt that took it releases it."""
+    pool = cached.stor._locker
+    pauses = cached.pauses()
+    while True:
+        attempt = pool.submit(cached.attempt, key)
+        try:
+            outcome = await asyncio.wrap_future(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(lambda done: _release_if_taken(cached, key, done))
+            raise
+        if outcome is not WAIT:
+            return outcome
+        pause = next(pauses, None)
+        if pause is None:
+            return MISSING  # waited long enough: compute it, unlocked
+        await asyncio.sleep(pause)
+
+
+def _release_if_taken(
+    cached: FunctionCache, key: str, attempt: concurrent.futures.Future[Any]
+) -> None:
+    if not attempt.cancelled() and attempt.exception() is None and attempt.result() is MISSING:
+        cached.release(key)  # a no-op unless the attempt took the lock
 
 
 def async_wrapper(
@@ -57,7 +87,7 @@ def async_wrapper(
             # process's computation: that waiting, and the lock's release, happen off the loop.
             shared = cached.waits_for_others()
             if shared:
-                value = await asyncio.to_thread(cached.acquire, key)
+                value = await acquire(cached, key)
                 if value is not MISSING:  # another process computed it meanwhile
                     return value  # type: ignore[no-any-return]
             started = time.perf_counter()
@@ -66,8 +96,9 @@ def async_wrapper(
                 result = await func(*args, **kwargs)
             except BaseException:
                 if shared:
-                    asyncio.get_running_loop().run_in_executor(None, cached.release, key)
+                    stor._locker.submit(cached.release, key)
                 raise
+
             def write(queue_depth: int) -> str | None:
                 try:
                     return cached.store_result(key, args, kwargs, result, queue_depth=queue_depth)

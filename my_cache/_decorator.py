@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from my_cache import _log
@@ -20,7 +20,7 @@ from my_cache._storages.base import (
     StoreUnavailable,
     UnstorableResult,
 )
-from my_cache._types import CachedFunction, CacheInfo
+from my_cache._types import CachedFunction, CacheInfo, CacheStoreError
 from my_cache.serialisers import ArgumentTypeError, Serialise, SerialiseBin
 
 if TYPE_CHECKING:
@@ -187,6 +187,15 @@ class FunctionCache:
         value another process computed meanwhile; ``release`` must follow a MISSING."""
         return self.guarded(lambda: self.store().acquire(key), "my_cache.read_failed", MISSING)
 
+    def attempt(self, key: str) -> Any:
+        """One step of ``acquire`` (see FolderStore.attempt), for callers that wait on their
+        own event loop; ``release`` must follow a MISSING."""
+        return self.guarded(lambda: self.store().attempt(key), "my_cache.read_failed", MISSING)
+
+    def pauses(self) -> Iterator[float]:
+        """The pauses between attempts (see FolderStore.pauses)."""
+        return self.guarded(lambda: self.store().pauses(), "my_cache.read_failed", iter(()))
+
     def release(self, key: str) -> None:
         self.guarded(lambda: self.store().release(key), "my_cache.write_failed", None)
 
@@ -212,13 +221,31 @@ class FunctionCache:
     def clear(self) -> None:
         # Writes still in flight would land after the deletion and bring entries back.
         self.stor._writer.flush()
-        self.store().delete_function(self.identity or self._identify())
+        identity = self.identity or self._identify()
+        self.managed("clear", lambda: self.store().delete_function(identity))
         self.calls = self.misses = 0
 
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         key = self.key(args, kwargs)
         self.stor._writer.flush()
-        return self.store().delete(key)
+        return self.managed("invalidate", lambda: self.store().delete(key))
+
+    def managed(self, action: str, operation: Callable[[], T]) -> T:
+        """``operation()``, an explicit management call: a store that fails raises the
+        public CacheStoreError, naming the function and the folder."""
+        try:
+            return operation()
+        except ForeignPath:
+            raise
+        except Exception as error:
+            reason = (
+                str(error)
+                if isinstance(error, StoreUnavailable)
+                else (f"{type(error).__name__}: {error}")
+            )
+            raise CacheStoreError(
+                f"cannot {action} {self.function} in {self.folder}: {reason}"
+            ) from error
 
     def controls(self, wrapper: Callable[P, R], func: Callable[P, R]) -> CachedFunction[P, R]:
         """``wrapper`` with ``cache_info``, ``cache_clear`` and ``invalidate`` attached."""

@@ -12,6 +12,12 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 
+class CacheStoreError(RuntimeError):
+    """An explicit management call (``cache_clear``, ``invalidate``) could not do its job: the
+    store could not be reached or refused the change. The message names the function and the
+    store. Decorated calls never raise it: a store that fails makes them compute."""
+
+
 class CacheInfo(NamedTuple):
     """A decorated function's statistics since it was decorated or last cleared.
 
@@ -43,11 +49,13 @@ class CachedFunction(Protocol[P, R]):
         ...
 
     def cache_clear(self) -> None:
-        """Delete every entry of this function (all versions) and reset its statistics."""
+        """Delete every entry of this function (all versions) and reset its statistics;
+        CacheStoreError if the store cannot."""
         ...
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Delete the entry of this call; True if there was one."""
+        """Delete the entry of this call; True if there was one; CacheStoreError if the store
+        cannot."""
         ...
 
     @overload

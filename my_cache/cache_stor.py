@@ -71,6 +71,9 @@ class CacheStor:
         # One thread reads large cache_async hits: on two cores, more only fight over the GIL
         # while copying (worst loop pause 11 ms with one, 35 ms with four, same total time).
         self._reader = StartedPool(1, "my_cache-reader")
+        # cache_async callers of a shared store take and release its locks here (each a round
+        # trip or two): never in the program's own executor, which waiting would starve.
+        self._locker = StartedPool(4, "my_cache-locker")
         self._lock = threading.Lock()
         renew_after_fork(self)
 
@@ -187,6 +190,7 @@ class CacheStor:
         """
         self._writer.close()
         self._reader.shutdown()
+        self._locker.shutdown()
         with self._lock:
             persistent, self._persistent_stores = self._persistent_stores, None
         self._stores.close()

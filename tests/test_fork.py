@@ -200,8 +200,8 @@ def test_forks_while_other_threads_write_and_hit_give_children_that_work(tmp_pat
         assert tagged.cache_info().misses == misses  # stored: the second pass hits
 
     try:
-        # Forks land while the threads are inside SQLite, writing or reading; before, half the children
-        # waited forever for locks held by threads that do not exist in them.
+        # Forks land while the threads are inside SQLite, writing or reading; before, half
+        # the children waited forever for locks held by threads that do not exist in them.
         exits = [in_child(child, n) for n in range(10)]
     finally:
         stop.set()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import struct
+import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,6 +26,15 @@ class _Missing:
 
 MISSING: Final = _Missing()
 """What ``FolderStore.get`` returns on a miss (a stored None is a hit)."""
+
+
+class _Wait:
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT: Final = _Wait()
+"""What ``FolderStore.attempt`` returns while another process computes the key."""
 
 
 class Deferred:
@@ -110,10 +121,27 @@ class FolderStore(ABC):
         the value another process stored meanwhile.
 
         A store shared between processes holds a lock for the caller until ``release``, so
-        that equivalent calls elsewhere wait for its value instead of computing it too.
-        Others do nothing: threads of one process are coordinated by the decorator.
+        that equivalent calls elsewhere wait for its value instead of computing it too: see
+        ``attempt`` and ``pauses``. Others do nothing: threads of one process are
+        coordinated by the decorator.
         """
+        outcome = self.attempt(key)
+        for pause in self.pauses():
+            if outcome is not WAIT:
+                return outcome
+            time.sleep(pause)
+            outcome = self.attempt(key)
+        return MISSING if outcome is WAIT else outcome
+
+    def attempt(self, key: str) -> Any:
+        """One step of ``acquire``: MISSING when the caller is to compute ``key`` now, the
+        value if it is stored, or WAIT while another process computes it."""
         return MISSING
+
+    def pauses(self) -> Iterator[float]:
+        """The pauses between a WAIT and the next ``attempt``; when they end, the caller
+        computes the key itself."""
+        return iter(())
 
     def release(self, key: str) -> None:  # noqa: B027 (only shared stores hold locks)
         """After computing ``key`` and storing its value (or failing to)."""
@@ -207,14 +235,24 @@ _CRC_FORMAT = b"MC\x02"
 _KEYLESS_FORMAT = b"MC\x01"
 
 
-def dump_result(value: Any, key: str) -> bytes:
+def dump_result(value: Any, key: str) -> memoryview:
     """A result as stored bytes for ``key``, or UnstorableResult saying why it cannot be
-    pickled."""
+    pickled. The pickle is written after room left for the header, which is filled in
+    afterwards: the stored form costs one copy of the pickle, not two."""
+    buffer = io.BytesIO()
+    buffer.write(bytes(_HEADER.size))
     try:
-        pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL).dump(value)
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as error:
         raise UnstorableResult(f"{type(value).__qualname__} cannot be pickled: {error}") from error
-    return _HEADER.pack(_FORMAT, _checksum(key, pickled)) + pickled
+    view = buffer.getbuffer()
+    _HEADER.pack_into(view, 0, _FORMAT, _checksum(key, view[_HEADER.size :]))
+    return view
+
+
+def is_ours(data: bytes) -> bool:
+    """Whether ``data`` begins like a result my_cache stored (intact or not)."""
+    return data[:3] in (_FORMAT, _CRC_FORMAT, _KEYLESS_FORMAT)
 
 
 def _checksum(key: str, pickled: bytes | memoryview) -> int:

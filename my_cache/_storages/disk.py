@@ -367,7 +367,7 @@ class DiskFolder(FolderStore):
         expire: float | None,
     ) -> None:
         # Pickled before the SQLite part: a fork waits for that part only (see _fork._Quiet).
-        data = dump_result(value, key)
+        data = bytes(dump_result(value, key))
         self._put(table.stored_key(key), function, data, expire, shortened(arg_string()))
 
     @_between_forks

@@ -1,19 +1,25 @@
-"""IN_REDIS: one Redis server shared by many processes and machines; nothing on local disk.
+"""IN_REDIS: one Redis server (or cluster) shared by many processes and machines.
 
-Keys, all under ``mycache:``: ``value:<folder>:<key>`` holds a stored result (the bytes of
-``dump_result``, with a TTL when the entry expires); ``rows:<folder>`` is the folder's
-catalogue, a hash of one JSON row per key; ``folders`` is the set of folders catalogued;
-``expiring:<folder>`` orders the keys of expiring entries by expiry, so that their rows can
-be dropped once Redis has dropped their values; ``lock:<folder>:<key>`` is held by the one
-process computing that key. A value and its row are written in one MULTI/EXEC transaction,
-so a listed entry always has its data.
+An entry is one Redis key, a hash holding the stored result (``d``: the bytes of
+``dump_result``) beside its description (``f`` function, ``a`` argument text, ``c`` created,
+``x`` expires); an expiring entry is the key's TTL. Whatever Redis evicts or expires, it
+takes a value with its description: there is no catalogue to keep in step. Listings, stats
+and clears find entries by ``SCAN`` over the key pattern, on every node of a cluster.
+
+Key names, all under ``mycache:``: ``e:{<folder>:<key>}`` an entry, ``l:{<folder>:<key>}`` the
+lock of the process computing it; the folder is percent-encoded (it never holds ``:``, a glob
+character or a brace), and the braces are a cluster hash tag: an entry and its lock share a
+slot. Keys in the namespace that are not a hash of ours are left alone, and cost only their
+own calls.
+
+Locks are leases: ``LEASE`` seconds, renewed by a thread while the holder computes, so a
+holder killed with kill -9 frees its key within one lease.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import threading
 import time
@@ -21,22 +27,26 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from my_cache import _log
+from my_cache._fork import renew_after_fork
 from my_cache._storages.base import (
     MISSING,
+    WAIT,
     Backend,
     DamagedEntry,
     Deferred,
     Entry,
     FolderStore,
     StoreUnavailable,
+    UnstorableResult,
     dump_result,
+    is_ours,
     load_result,
     names,
     shortened,
@@ -49,86 +59,292 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 NAMESPACE = "mycache:"
-FOLDERS = NAMESPACE + "folders"
-# An unreachable server is left alone this long before the next call tries it again, so a
-# dead server costs callers nothing but the warning, and a revived one is used within it.
+_ENTRY, _LOCK = NAMESPACE + "e:{", NAMESPACE + "l:{"
+# An unreachable server is probed this often by a thread of ours; callers meanwhile go
+# straight to the function, never waiting on it.
 RETRY_AFTER = 1.0
-# Every this many expiring writes, a folder drops up to _PRUNE_BATCH rows of expired entries.
-_PRUNE_EVERY = 64
-_PRUNE_BATCH = 1000
+# A lock lives this long unless its holder renews it (every third of it, while computing).
+LEASE = 5.0
+# The largest stored result sent to Redis: its bulk strings stop at 512 MiB.
+MAX_VALUE = 500 * 2**20
+# Warnings about writes a server refuses (out of memory) repeat at most this often per folder.
+_WARN_EVERY = 60.0
 # A caller waiting for another process's computation looks for its value this often at most.
 _LONGEST_POLL = 0.1
-# Deletes the lock only if it is still ours: it may have expired and been taken by another.
+_SCAN_BATCH = 500
+_FIELDS = ("f", "a", "c", "x")
+# Deletes a lock only if it is still ours: it may have expired and been taken by another.
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# Deletes a key only if it is an entry of ours (a hash with a stored result).
+_DELETE_ENTRY = """
+if redis.call('type', KEYS[1]).ok == 'hash' and redis.call('hexists', KEYS[1], 'd') == 1 then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+# Writes an entry in one step (a script runs alone): its value and description, and its TTL.
+# A key there that is not an entry of ours is another application's: left as it is.
+_WRITE_ENTRY = """
+local kind = redis.call('type', KEYS[1]).ok
+if kind ~= 'none' and (kind ~= 'hash' or redis.call('hexists', KEYS[1], 'd') == 0) then
+  return 0
+end
+-- HSET first: on a full server Redis refuses a script's first write only (OOM).
+redis.call('hset', KEYS[1], 'd', ARGV[1], 'f', ARGV[2], 'a', ARGV[3], 'c', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('hset', KEYS[1], 'x', ARGV[5])
+  redis.call('pexpire', KEYS[1], ARGV[6])
+else
+  redis.call('hdel', KEYS[1], 'x')
+  redis.call('persist', KEYS[1])
+end
+return 1
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
 
 
 class _Server:
-    """The client of one Redis server, and whether it answered lately; shared by folders."""
+    """The client of one Redis server or cluster, shared by folders: whether it answers
+    (probed in the background while it does not), and the leases this process holds."""
 
     def __init__(self, settings: Settings) -> None:
         self.shown_url = _without_password(settings.redis_url)
         self.lock_timeout = settings.redis_lock_timeout
-        self.client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.redis_connect_timeout,
-            socket_timeout=settings.redis_read_timeout,
-            # One immediate retry: a pooled connection the server closed (a restart) fails
-            # once, and the retry connects afresh.
-            retry=Retry(NoBackoff(), 1),
-        )
+        self.lease = min(LEASE, settings.redis_lock_timeout)
+        # One immediate retry of a connection error: a pooled connection the server closed
+        # (a restart) fails once, and the retry connects afresh. Timeouts are not retried:
+        # a call waits at most redis_read_timeout for a reply.
+        options: dict[str, Any] = {
+            "socket_connect_timeout": settings.redis_connect_timeout,
+            "socket_timeout": settings.redis_read_timeout,
+            "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        }
+        self.client = redis.Redis.from_url(settings.redis_url, **options)
         self._release = self.client.register_script(_RELEASE)
-        self._lock = threading.Lock()
-        self._down_until: float | None = None
+        self._renew = self.client.register_script(_RENEW)
+        self.write_entry = self.client.register_script(_WRITE_ENTRY)
+        self._down = False
+        self._warned: dict[tuple[str, str], float] = {}
+        self._held: dict[str, str] = {}  # lock key -> token, renewed while held
+        self._reset()
+        renew_after_fork(self)
 
-    def call(self, operation: Callable[[redis.Redis], T]) -> T:
-        """``operation(client)``; StoreUnavailable (warned of once per outage) if it fails."""
-        down_until = self._down_until
-        if down_until is not None and time.monotonic() < down_until:
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._prober: threading.Thread | None = None
+        self._renewer: threading.Thread | None = None
+
+    def after_fork(self) -> None:
+        """In a forked child: its own threads, no leases (they are the parent's)."""
+        self._reset()
+        self._held = {}
+        self.client.close()  # drops the pool's connections; new ones are made on use
+
+    def call(self, operation: Callable[[Any], T]) -> T:
+        """``operation(client)``; StoreUnavailable if the server does not answer (warned of
+        once per outage) or is being waited for. A reply that is an error (a full server, a
+        key of the wrong type) is the operation's to handle: redis.ResponseError."""
+        if self._down:
             raise StoreUnavailable(f"the shared cache at {self.shown_url} is unreachable")
         try:
-            result = operation(self.client)
-        except redis.RedisError as error:
+            return operation(self.client)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
             self._failed(error)
             raise StoreUnavailable(
                 f"the shared cache at {self.shown_url} is unreachable: {error}"
             ) from error
-        if down_until is not None:
-            self._answered()
-        return result
+        except redis.ResponseError:
+            raise
+        except redis.RedisError as error:  # the cluster's own errors (no node for a slot)
+            raise StoreUnavailable(f"the shared cache at {self.shown_url}: {error}") from error
 
-    def release(self, lock: str, token: str) -> None:
-        self.call(lambda client: self._release(keys=[lock], args=[token], client=client))
+    def warn_once_a_while(self, folder: str, event: str, **fields: Any) -> None:
+        """A warning about ``folder``, at most once per _WARN_EVERY seconds per event."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._warned.get((folder, event))
+            if last is not None and now - last < _WARN_EVERY:
+                return
+            self._warned[folder, event] = now
+        _log.warning(event, folder=folder, url=self.shown_url, **fields)
 
     def _failed(self, error: Exception) -> None:
         with self._lock:
-            first = self._down_until is None
-            self._down_until = time.monotonic() + RETRY_AFTER
-        if first:
-            _log.warning(
-                "my_cache.shared_cache_unreachable",
-                url=self.shown_url,
-                reason=f"{type(error).__name__}: {error}",
-                action=f"calls compute without the cache; retrying every {RETRY_AFTER:g} s",
+            if self._down:
+                return
+            self._down = True
+            self._prober = threading.Thread(
+                target=self._probe, name="my_cache-redis-probe", daemon=True
+            )
+            self._prober.start()
+        _log.warning(
+            "my_cache.shared_cache_unreachable",
+            url=self.shown_url,
+            reason=f"{type(error).__name__}: {error}",
+            action=f"calls compute without the cache; retrying every {RETRY_AFTER:g} s",
+        )
+
+    def _probe(self) -> None:
+        while not self._wake.wait(RETRY_AFTER):
+            try:
+                self.client.ping()
+            except redis.RedisError:
+                continue
+            with self._lock:
+                self._down = False
+            _log.warning("my_cache.shared_cache_reachable", url=self.shown_url)
+            return
+
+    # --- leases -----------------------------------------------------------------------------
+
+    def lock(self, lock: str) -> bool:
+        """Take ``lock`` for this process, renewed until ``unlock``; False if another holds
+        it. A request that times out may still take it on the server: it is released."""
+        token = uuid.uuid4().hex
+        lease_ms = max(1, int(self.lease * 1000))
+        try:
+            taken = self.call(lambda client: client.set(lock, token, nx=True, px=lease_ms))
+        except StoreUnavailable:
+            # The request may run on the server after the client gave up: the lease ends it,
+            # or this release when the server answers in time.
+            with contextlib.suppress(StoreUnavailable, redis.RedisError):
+                self._release(keys=[lock], args=[token])
+            raise
+        if not taken:
+            return False
+        with self._lock:
+            self._held[lock] = token
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(
+                    target=self._renew_leases, name="my_cache-redis-leases", daemon=True
+                )
+                self._renewer.start()
+        return True
+
+    def unlock(self, lock: str) -> None:
+        with self._lock:
+            token = self._held.pop(lock, None)
+        if token is not None:
+            # Not released (the server is away): the lease ends it.
+            with contextlib.suppress(StoreUnavailable, redis.ResponseError):
+                self.call(lambda client: self._release(keys=[lock], args=[token], client=client))
+
+    def _renew_leases(self) -> None:
+        lease_ms = max(1, int(self.lease * 1000))
+        while not self._wake.wait(self.lease / 3):
+            with self._lock:
+                held = list(self._held.items())
+                if not held:
+                    self._renewer = None
+                    return
+            for lock, token in held:
+                self._renew_one(lock, token, lease_ms)
+
+    def _renew_one(self, lock: str, token: str, lease_ms: int) -> None:
+        # Not renewed (the server is away or full): the lease may run out, and another
+        # process compute the key too; never a wrong value.
+        with contextlib.suppress(StoreUnavailable, redis.ResponseError):
+            self.call(
+                lambda client: self._renew(keys=[lock], args=[token, lease_ms], client=client)
             )
 
-    def _answered(self) -> None:
-        with self._lock:
-            back, self._down_until = self._down_until is not None, None
-        if back:
-            _log.warning("my_cache.shared_cache_reachable", url=self.shown_url)
+    # --- many keys ----------------------------------------------------------------------------
+
+    def scan(self, pattern: str) -> Iterator[str]:
+        """Names of the keys matching ``pattern``, on every node of a cluster."""
+        found = self.call(lambda client: list(client.scan_iter(match=pattern, count=_SCAN_BATCH)))
+        for name in found:
+            yield name.decode("utf-8", "surrogateescape")
+
+    def describe(self, names: list[str]) -> list[Entry]:
+        """The entries these keys hold; keys that are not an entry of ours, or are gone, are
+        left out."""
+
+        def read(client: Any) -> list[Any]:
+            with client.pipeline(transaction=False) as pipeline:
+                for name in names:
+                    pipeline.hmget(name, *_FIELDS)
+                    pipeline.hstrlen(name, "d")
+                return cast(list[Any], pipeline.execute(raise_on_error=False))
+
+        replies = self.call(read) if names else []
+        entries = []
+        for name, fields, size in zip(names, replies[::2], replies[1::2], strict=True):
+            parsed = _parse_entry_name(name)
+            if parsed is None or isinstance(fields, Exception) or not isinstance(size, int):
+                continue  # a key of another type: not ours
+            entry = _entry(parsed, fields, size)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def delete_names(self, names: list[str]) -> int:
+        """Delete the entries of ours among these keys: plain commands, which a full server
+        still accepts, one key each, so a cluster routes them."""
+        if not names:
+            return 0
+
+        def remove(client: Any) -> int:
+            with client.pipeline(transaction=False) as pipeline:
+                for name in names:
+                    pipeline.eval(_DELETE_ENTRY, 1, name)
+                return sum(int(n) for n in pipeline.execute(raise_on_error=False) if n == 1)
+
+        return self.call(remove)
 
     def close(self) -> None:
+        self._wake.set()
         self.client.close()
+
+
+def _entry(parsed: tuple[str, str], fields: list[bytes | None], size: int) -> Entry | None:
+    """The Entry of a hash's fields, None if they are not an entry of ours."""
+    function, arg_string, created, expires = fields
+    if function is None or arg_string is None or created is None or size == 0:
+        return None
+    try:
+        return Entry(
+            folder=parsed[0],
+            function=function.decode("utf-8", "replace"),
+            key=parsed[1],
+            arg_string=arg_string.decode("utf-8", "replace"),
+            size=size,
+            created=float(created),
+            expires=None if expires is None else float(expires),
+        )
+    except ValueError:
+        return None
+
+
+def _folder_part(folder: str) -> str:
+    # Percent-encoded: no ':' (it ends the folder), no glob character, no brace.
+    return quote(folder, safe="/._-~")
+
+
+def _glob_escaped(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _parse_entry_name(name: str) -> tuple[str, str] | None:
+    """``(folder, key)`` of an entry's Redis key, None if it is not one."""
+    if not (name.startswith(_ENTRY) and name.endswith("}")):
+        return None
+    folder, colon, key = name[len(_ENTRY) : -1].partition(":")
+    return (unquote(folder), key) if colon else None
 
 
 class RedisFolder(FolderStore):
     """The entries of one folder (a namespace) in Redis.
 
-    Process-safe and machine-safe: every write is one transaction, and equivalent calls in
-    different processes compute once (``acquire``), others waiting up to the lock timeout.
+    Process-safe and machine-safe: an entry is written in one command, and equivalent calls
+    in different processes compute once (``acquire``), others waiting up to the lock timeout.
     """
 
     waits_for_others = True
@@ -136,26 +352,32 @@ class RedisFolder(FolderStore):
     def __init__(self, folder: str, server: _Server) -> None:
         self._folder = folder
         self._server = server
-        self._rows = f"{NAMESPACE}rows:{folder}"
-        self._expiring = f"{NAMESPACE}expiring:{folder}"
-        self._held: dict[str, str] = {}
-        self._expiring_writes = 0
+        self._part = _folder_part(folder)
 
-    def _value(self, key: str) -> str:
-        return f"{NAMESPACE}value:{self._folder}:{key}"
+    def _entry(self, key: str) -> str:
+        return f"{_ENTRY}{self._part}:{key}}}"
 
     def _lock_of(self, key: str) -> str:
-        return f"{NAMESPACE}lock:{self._folder}:{key}"
+        return f"{_LOCK}{self._part}:{key}}}"
 
     def get(self, key: str) -> Any:
-        data = cast(bytes | None, self._server.call(lambda client: client.get(self._value(key))))
+        name = self._entry(key)
+        try:
+            data = self._server.call(lambda client: client.hget(name, "d"))
+        except redis.ResponseError as error:  # not a hash: not ours, and left alone
+            self._server.warn_once_a_while(
+                self._folder, "my_cache.foreign_key", key=name, reason=str(error)
+            )
+            return MISSING
         if data is None:
             return MISSING
         try:
             return load_result(data, key)
         except DamagedEntry as error:
             _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=str(error))
-            self.delete(key)
+            if is_ours(data):  # else another application's hash: a miss, left alone
+                with contextlib.suppress(StoreUnavailable, redis.ResponseError):
+                    self._server.call(lambda client: client.delete(name))
             return MISSING
 
     def fetch(self, key: str) -> Deferred:
@@ -172,131 +394,78 @@ class RedisFolder(FolderStore):
         expire: float | None,
     ) -> None:
         data = dump_result(value, key)
+        if len(data) > MAX_VALUE:
+            raise UnstorableResult(
+                f"its stored form is {len(data) / 2**20:.0f} MiB, over IN_REDIS' limit of "
+                f"{MAX_VALUE // 2**20} MiB"
+            )
         now = time.time()
-        row = {
-            "function": function,
-            "arg_string": shortened(arg_string()),
-            "size": len(data),
-            "created": now,
-            "expires": None if expire is None else now + expire,
-        }
+        name = self._entry(key)
+        expiry = ["", ""] if expire is None else [repr(now + expire), max(1, int(expire * 1000))]
+        arguments = [data, function, shortened(arg_string()), repr(now), *expiry]
 
-        def write(client: redis.Redis) -> None:
-            with client.pipeline(transaction=True) as transaction:
-                transaction.set(
-                    self._value(key),
-                    data,
-                    px=None if expire is None else max(1, int(expire * 1000)),
-                )
-                transaction.hset(self._rows, key, json.dumps(row))
-                if expire is None:
-                    transaction.zrem(self._expiring, key)
-                else:
-                    transaction.zadd(self._expiring, {key: now + expire})
-                transaction.sadd(FOLDERS, self._folder)
-                transaction.execute()
+        def write(client: Any) -> None:
+            self._server.write_entry(keys=[name], args=arguments, client=client)
 
-        self._server.call(write)
-        if expire is not None:
-            self._expiring_writes += 1
-            if self._expiring_writes % _PRUNE_EVERY == 0:
-                self._prune()
-
-    def _prune(self) -> None:
-        """Drop the rows of entries whose TTL ran out: Redis deletes their values, not rows."""
-        due = cast(
-            list[bytes],
-            self._server.call(
-                lambda client: client.zrangebyscore(
-                    self._expiring, "-inf", time.time(), start=0, num=_PRUNE_BATCH
-                )
-            ),
-        )
-        # Clocks differ between machines: a row goes only once Redis has dropped its value.
-        self._forget_gone([key.decode() for key in due])
+        try:
+            self._server.call(write)
+        except redis.ResponseError as error:
+            full = isinstance(error, redis.exceptions.OutOfMemoryError)
+            reason = f"the shared cache is full (out of memory): {error}" if full else str(error)
+            self._server.warn_once_a_while(
+                self._folder, "my_cache.write_failed", function=function, reason=reason
+            )
+            raise StoreUnavailable(reason) from error
 
     def delete(self, key: str) -> bool:
         return self.delete_keys([key]) > 0
 
     def delete_function(self, identity: Identity) -> int:
-        return self.delete_keys([key for key, _ in self._scan_rows() if identity.clears(key)])
+        return self.delete_keys([key for key in self.keys() if identity.clears(key)])
 
     def delete_keys(self, keys: list[str]) -> int:
-        if not keys:
-            return 0
+        """Delete these entries; plain deletes, which a full server still accepts."""
+        return self._server.delete_names([self._entry(key) for key in keys])
 
-        def remove(client: redis.Redis) -> int:
-            with client.pipeline(transaction=True) as transaction:
-                transaction.delete(*map(self._value, keys))
-                transaction.hdel(self._rows, *keys)
-                transaction.zrem(self._expiring, *keys)
-                deleted, _, _ = transaction.execute()
-            return int(deleted)
+    def keys(self) -> Iterator[str]:
+        """The keys of this folder's entries, found by a scan."""
+        pattern = f"{_ENTRY}{_glob_escaped(self._part)}:*"
+        for name in self._server.scan(pattern):
+            parsed = _parse_entry_name(name)
+            if parsed is not None and parsed[0] == self._folder:
+                yield parsed[1]
 
-        return self._server.call(remove)
-
-    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Catalogue rows of live entries; rows whose value expired or was evicted are dropped."""
-        rows = list(self._scan_rows())
-        for start in range(0, len(rows), 500):
-            batch = rows[start : start + 500]
-            alive = self._forget_gone([key for key, _ in batch])
-            yield from (row for row, live in zip(batch, alive, strict=True) if live)
-
-    def _forget_gone(self, keys: list[str]) -> list[bool]:
-        """Which of ``keys`` still have a value; the rows of the others are deleted."""
-
-        def exists(client: redis.Redis) -> list[bool]:
-            with client.pipeline(transaction=False) as pipeline:
-                for key in keys:
-                    pipeline.exists(self._value(key))
-                return [bool(count) for count in pipeline.execute()]
-
-        alive = self._server.call(exists)
-        self.delete_keys([key for key, live in zip(keys, alive, strict=True) if not live])
-        return alive
-
-    def _scan_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        found = self._server.call(lambda client: list(client.hscan_iter(self._rows, count=500)))
-        for key, row in found:
-            yield key.decode(), json.loads(row)
-
-    def acquire(self, key: str) -> Any:
-        """Take the key's lock, or wait for the process holding it: see FolderStore.acquire.
-
-        A waiter looks for the value every 5-100 ms. If the holder dies, its lock expires
-        after ``redis_lock_timeout`` and a waiter takes over; a waiter never waits longer.
-        An unreachable server makes every caller compute, unlocked.
-        """
-        lock, token = self._lock_of(key), uuid.uuid4().hex
-        timeout_ms = max(1, int(self._server.lock_timeout * 1000))
+    def pauses(self) -> Iterator[float]:
+        """A waiter looks for the value every 5-100 ms, for up to ``redis_lock_timeout``;
+        when the holder finishes or dies (its lease runs out within LEASE seconds) a waiter
+        takes over."""
         deadline = time.monotonic() + self._server.lock_timeout
         pause = 0.005
+        while time.monotonic() < deadline:
+            yield pause
+            pause = min(pause * 2, _LONGEST_POLL)
+
+    def attempt(self, key: str) -> Any:
+        """One step of ``acquire``: MISSING when the caller now holds the key's lock, or
+        cannot lock (an unreachable or full server: compute unlocked); the value if it is
+        stored; else WAIT."""
+        lock = self._lock_of(key)
         try:
-            while True:
-                if self._server.call(
-                    lambda client: client.set(lock, token, nx=True, px=timeout_ms)
-                ):
-                    # The last holder may have stored the value since the caller's lookup.
-                    value = self.get(key)
-                    if value is MISSING:
-                        self._held[key] = token
-                    else:
-                        self._server.release(lock, token)
-                    return value
-                value = self.get(key)
-                if value is not MISSING or time.monotonic() >= deadline:
-                    return value
-                time.sleep(pause)
-                pause = min(pause * 2, _LONGEST_POLL)
+            taken = self._server.lock(lock)
         except StoreUnavailable:
             return MISSING
+        except redis.ResponseError:  # a full server takes no locks: compute unlocked
+            return MISSING
+        # Taken or not, the value may be there: stored by a holder since the caller's lookup.
+        value = self.get(key)
+        if taken and value is not MISSING:
+            self._server.unlock(lock)
+        if taken or value is not MISSING:
+            return value
+        return WAIT
 
     def release(self, key: str) -> None:
-        token = self._held.pop(key, None)
-        if token is not None:
-            with contextlib.suppress(StoreUnavailable):  # the lock expires by itself
-                self._server.release(self._lock_of(key), token)
+        self._server.unlock(self._lock_of(key))
 
     def close(self) -> None:
         """Nothing to release: the server's client is the backend's."""
@@ -320,24 +489,22 @@ class RedisBackend(Backend):
 
     def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
         if folder is None:
-            members = cast(set[bytes], self._server.call(lambda client: client.smembers(FOLDERS)))
-            folders = sorted(member.decode() for member in members)
+            pattern = f"{_ENTRY}*"
         else:
-            folders = [folder]
-        return [
-            Entry(
-                folder=name,
-                function=row["function"],
-                key=key,
-                arg_string=row["arg_string"],
-                size=row["size"],
-                created=row["created"],
-                expires=row["expires"],
-            )
-            for name in folders
-            for key, row in RedisFolder(name, self._server).rows()
-            if function is None or names(row["function"], function)
-        ]
+            pattern = f"{_ENTRY}{_glob_escaped(_folder_part(folder))}:*"
+        found: list[Entry] = []
+        names_found = list(self._server.scan(pattern))
+        for start in range(0, len(names_found), _SCAN_BATCH):
+            found += self._server.describe(names_found[start : start + _SCAN_BATCH])
+        return sorted(
+            (
+                entry
+                for entry in found
+                if (folder is None or entry.folder == folder)
+                and (function is None or names(entry.function, function))
+            ),
+            key=lambda entry: (entry.folder, entry.function, entry.created, entry.key),
+        )
 
     def delete_entries(self, entries: Iterable[Entry]) -> int:
         keys_by_folder: dict[str, list[str]] = defaultdict(list)

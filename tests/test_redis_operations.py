@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from structlog.testing import capture_logs
 
 from my_cache import CacheStor, CacheStoreError, TypeStorage
 from my_cache._storages import redis_store
+from my_cache._storages.base import dump_result
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer, free_port
 from tests.test_cli import mycache
@@ -417,3 +419,26 @@ def test_a_stalled_server_holds_no_lock_for_longer_than_a_lease(
         for lock in client.scan_iter("mycache:l:*"):  # a request that ran after we gave up
             assert client.pttl(lock) <= redis_store.LEASE * 1000
     stor.close()
+
+
+def test_entries_of_the_older_layout_are_listed_as_stale_and_cleared(
+    server: redis.Redis, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Before an entry was one key, a value, its JSON row and its expiry were three keys."""
+    key = f"{'a' * 16}:{'b' * 12}:{'c' * 32}"
+    server.set(f"mycache:value:cache/old:{key}", bytes(dump_result(5, key)))
+    row = {"function": "m:f", "arg_string": "n=1", "size": 20, "created": 1.0e9, "expires": None}
+    server.hset("mycache:rows:cache/old", key, json.dumps(row))
+    server.hset("mycache:rows:cache/old", "garbage", "{not json")
+    server.sadd("mycache:folders", "cache/old")
+    server.set(f"mycache:value:cache/old:{'d' * 16}:{'e' * 12}:x", b"another application's")
+    result = mycache("ls", "--json", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    (listed,) = json.loads(result.stdout)
+    assert listed["folder"] == "cache/old" and listed["key"] == key
+    assert listed["arg_string"] == "n=1" and listed["stale"] is True
+    result = mycache("clear", "--stale", "--yes", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert not server.exists(f"mycache:value:cache/old:{key}")
+    assert server.hkeys("mycache:rows:cache/old") == [b"garbage"]
+    assert server.get(f"mycache:value:cache/old:{'d' * 16}:{'e' * 12}:x") is not None

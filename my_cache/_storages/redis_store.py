@@ -35,6 +35,7 @@ from redis.retry import Retry
 
 from my_cache import _log
 from my_cache._fork import renew_after_fork
+from my_cache._storages import _redis_legacy as _legacy
 from my_cache._storages.base import (
     MISSING,
     WAIT,
@@ -496,6 +497,7 @@ class RedisBackend(Backend):
         names_found = list(self._server.scan(pattern))
         for start in range(0, len(names_found), _SCAN_BATCH):
             found += self._server.describe(names_found[start : start + _SCAN_BATCH])
+        found += _legacy.entries(self._server, folder)
         return sorted(
             (
                 entry
@@ -508,9 +510,13 @@ class RedisBackend(Backend):
 
     def delete_entries(self, entries: Iterable[Entry]) -> int:
         keys_by_folder: dict[str, list[str]] = defaultdict(list)
+        older: list[Entry] = []
         for entry in entries:
-            keys_by_folder[entry.folder].append(entry.key)
-        return sum(
+            if entry.function == _legacy.FUNCTION:
+                older.append(entry)
+            else:
+                keys_by_folder[entry.folder].append(entry.key)
+        return _legacy.delete(self._server, older) + sum(
             RedisFolder(folder, self._server).delete_keys(keys)
             for folder, keys in keys_by_folder.items()
         )

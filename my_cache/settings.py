@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable
 from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from my_cache._secrets import masked_url, redis_url_problem
 
 ENV_PREFIX = "MYCACHE_"
 CONFIG_ENV_VAR = "MYCACHE_CONFIG"
@@ -53,6 +57,9 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         extra="forbid",
         validate_default=True,
+        # A ValidationError printed as is would quote redis_url, password included;
+        # load_settings words its own message, with the URL masked.
+        hide_input_in_errors=True,
     )
 
     db_file: str = Field(
@@ -124,16 +131,41 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description="in_redis computes each key once across processes: the others wait up to "
-        "this many seconds for it, then compute it themselves (the lock expires with it).",
+        "this many seconds for it, then compute it themselves. A process that dies frees its "
+        "keys within 5 s (its locks are leases it renews while it computes).",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="in_redis: redis_url is a node of a Redis Cluster (redis:// or rediss://, "
+        "database 0); entries spread over its nodes, and listings and clears reach them all.",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> Settings:
+        if self.redis_cluster and (
+            self.redis_url.startswith("unix://")
+            or urlsplit(self.redis_url).path not in ("", "/", "/0")
+        ):
+            raise ValueError(
+                "redis_cluster needs a redis:// or rediss:// redis_url of database 0 "
+                "(a cluster has no other databases)"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        scheme = value.partition("://")[0].lower()
-        if scheme not in ("redis", "rediss", "unix") or "://" not in value:
-            raise ValueError("must start with redis://, rediss:// or unix://")
+    def _redis_url(cls, value: str) -> str:
+        # Here rather than at the first connection, where redis-py's messages may quote the
+        # password (a password cut at an unencoded '/' is read as the port).
+        problem = redis_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() show redis_url without its password.
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "redis_url" else value
 
     @field_validator("type_storage", "serialiser", mode="before")
     @classmethod
@@ -201,11 +233,21 @@ def _describe(error: ValidationError, given: dict[str, Any]) -> str:
     problems = []
     for detail in error.errors():
         field = str(detail["loc"][0]) if detail["loc"] else "?"
-        value = detail.get("input")
-        problems.append(
-            f"setting {field!r} = {value!r} from {_source_of(field, given)}: {detail['msg']}"
-        )
+        where = f"setting {field!r}"
+        if detail["type"] != "extra_forbidden":
+            # An unknown key's value is left out: a misspelt redis_url holds the password.
+            where += f" = {_shown(field, detail.get('input'))}"
+        problems.append(f"{where} from {_source_of(field, given)}: {detail['msg']}")
     return "invalid my_cache settings: " + "; ".join(problems)
+
+
+def _shown(field: str, value: Any) -> str:
+    """``value`` as an error shows it: redis_url without its password."""
+    if field != "redis_url":
+        return repr(value)
+    if isinstance(value, str):
+        return repr(masked_url(value))
+    return f"<{type(value).__name__}>"  # a list or table might hold the password
 
 
 def _source_of(field: str, given: dict[str, Any]) -> str:

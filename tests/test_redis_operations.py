@@ -442,3 +442,31 @@ def test_entries_of_the_older_layout_are_listed_as_stale_and_cleared(
     assert not server.exists(f"mycache:value:cache/old:{key}")
     assert server.hkeys("mycache:rows:cache/old") == [b"garbage"]
     assert server.get(f"mycache:value:cache/old:{'d' * 16}:{'e' * 12}:x") is not None
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        "redis://:S3cr3tPw@{where}",
+        "redis://user:S3cr3tPw@{where}",
+        "redis://{where}?password=S3cr3tPw",
+    ],
+)
+def test_the_password_is_never_printed(
+    auth: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = auth.format(where=f"127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("MYCACHE_REDIS_URL", url)
+    monkeypatch.setenv("MYCACHE_TYPE_STORAGE", "in_redis")
+    stor = CacheStor()
+    square, _ = squares(stor, "cache/secret")
+    with capture_logs() as events:
+        assert square(2)[0] == 4
+        with pytest.raises(CacheStoreError) as raised:
+            square.cache_clear()
+    stor.close()
+    printed = [repr(stor), str(raised.value), repr(raised.value.__cause__), *map(str, events)]
+    result = mycache("ls", cwd=tmp_path)
+    printed += [result.stdout, result.stderr]
+    assert result.returncode == 1 and "unreachable" in result.stderr
+    assert events and not [text for text in printed if "S3cr3tPw" in text]

@@ -27,14 +27,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 import redis
+import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from my_cache import _log
 from my_cache._fork import renew_after_fork
+from my_cache._secrets import masked, masked_url
 from my_cache._storages import _redis_legacy as _legacy
 from my_cache._storages.base import (
     MISSING,
@@ -115,7 +117,8 @@ class _Server:
     (probed in the background while it does not), and the leases this process holds."""
 
     def __init__(self, settings: Settings) -> None:
-        self.shown_url = _without_password(settings.redis_url)
+        self.shown_url = masked_url(settings.redis_url)
+        self._url = settings.redis_url
         self.lock_timeout = settings.redis_lock_timeout
         self.lease = min(LEASE, settings.redis_lock_timeout)
         # One immediate retry of a connection error: a pooled connection the server closed
@@ -126,7 +129,11 @@ class _Server:
             "socket_timeout": settings.redis_read_timeout,
             "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         }
-        self.client = redis.Redis.from_url(settings.redis_url, **options)
+        self.client: redis.Redis | redis.cluster.RedisCluster
+        if settings.redis_cluster:
+            self.client = redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+        else:
+            self.client = redis.Redis.from_url(settings.redis_url, **options)
         self._release = self.client.register_script(_RELEASE)
         self._renew = self.client.register_script(_RENEW)
         self.write_entry = self.client.register_script(_WRITE_ENTRY)
@@ -159,12 +166,18 @@ class _Server:
         except (redis.ConnectionError, redis.TimeoutError) as error:
             self._failed(error)
             raise StoreUnavailable(
-                f"the shared cache at {self.shown_url} is unreachable: {error}"
-            ) from error
+                f"the shared cache at {self.shown_url} is unreachable: {self.said(error)}"
+            ) from None  # redis-py's own exception may quote the password
         except redis.ResponseError:
             raise
         except redis.RedisError as error:  # the cluster's own errors (no node for a slot)
-            raise StoreUnavailable(f"the shared cache at {self.shown_url}: {error}") from error
+            raise StoreUnavailable(
+                f"the shared cache at {self.shown_url}: {self.said(error)}"
+            ) from None
+
+    def said(self, error: Exception) -> str:
+        """What ``error`` says, without the password."""
+        return masked(str(error), self._url)
 
     def warn_once_a_while(self, folder: str, event: str, **fields: Any) -> None:
         """A warning about ``folder``, at most once per _WARN_EVERY seconds per event."""
@@ -188,7 +201,7 @@ class _Server:
         _log.warning(
             "my_cache.shared_cache_unreachable",
             url=self.shown_url,
-            reason=f"{type(error).__name__}: {error}",
+            reason=f"{type(error).__name__}: {self.said(error)}",
             action=f"calls compute without the cache; retrying every {RETRY_AFTER:g} s",
         )
 
@@ -367,7 +380,7 @@ class RedisFolder(FolderStore):
             data = self._server.call(lambda client: client.hget(name, "d"))
         except redis.ResponseError as error:  # not a hash: not ours, and left alone
             self._server.warn_once_a_while(
-                self._folder, "my_cache.foreign_key", key=name, reason=str(error)
+                self._folder, "my_cache.foreign_key", key=name, reason=self._server.said(error)
             )
             return MISSING
         if data is None:
@@ -412,7 +425,8 @@ class RedisFolder(FolderStore):
             self._server.call(write)
         except redis.ResponseError as error:
             full = isinstance(error, redis.exceptions.OutOfMemoryError)
-            reason = f"the shared cache is full (out of memory): {error}" if full else str(error)
+            said = self._server.said(error)
+            reason = f"the shared cache is full (out of memory): {said}" if full else said
             self._server.warn_once_a_while(
                 self._folder, "my_cache.write_failed", function=function, reason=reason
             )
@@ -523,12 +537,3 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._server.close()
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))

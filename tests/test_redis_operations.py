@@ -4,10 +4,12 @@ holders, cancelled waiters, keys of other applications, large values."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -470,3 +472,58 @@ def test_the_password_is_never_printed(
     printed += [result.stdout, result.stderr]
     assert result.returncode == 1 and "unreachable" in result.stderr
     assert events and not [text for text in printed if "S3cr3tPw" in text]
+
+
+class SilentServer:
+    """Accepts connections and reads what is sent, never answering: a stalled server."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.received = bytearray()
+        self.connections = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.socket.getsockname()[1]}/0"
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.socket.accept()
+                with self.lock:
+                    self.connections += 1
+                threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            while data := connection.recv(65536):
+                with self.lock:
+                    self.received += data
+
+    def commands_since(self, mark: int) -> set[bytes]:
+        with self.lock:
+            words = bytes(self.received[mark:]).split(b"\r\n")
+        return {word.upper() for word in words if word.isalpha()}
+
+
+def test_once_a_server_stalls_calls_send_it_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = SilentServer()
+    monkeypatch.setenv("MYCACHE_REDIS_URL", silent.url)
+    monkeypatch.setenv("MYCACHE_REDIS_READ_TIMEOUT", "0.3")
+    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, runs = squares(stor, "cache/silent")
+    with capture_logs() as events:
+        square(0)  # waits for the timeout once
+        mark, connected = len(silent.received), silent.connections
+        for n in range(1, 30):
+            square(n)
+        connected_since = silent.connections - connected
+    stor.close()
+    silent.socket.close()
+    assert runs == list(range(30))
+    # After the first call, nothing but the probe's connection (one a second) and PING.
+    assert silent.commands_since(mark) <= {b"PING", b"CLIENT", b"SETINFO", b"HELLO"}
+    assert connected_since <= 2
+    assert [e["event"] for e in events] == ["my_cache.shared_cache_unreachable"]

@@ -137,9 +137,10 @@ class _Server:
         self._release = self.client.register_script(_RELEASE)
         self._renew = self.client.register_script(_RENEW)
         self.write_entry = self.client.register_script(_WRITE_ENTRY)
-        self._down = False
+        self.down = False  # unreachable: probed in the background, calls skip it
         self._warned: dict[tuple[str, str], float] = {}
         self._held: dict[str, str] = {}  # lock key -> token, renewed while held
+        self._orphans: list[tuple[str, str]] = []  # see maybe_taken
         self._reset()
         renew_after_fork(self)
 
@@ -152,14 +153,14 @@ class _Server:
     def after_fork(self) -> None:
         """In a forked child: its own threads, no leases (they are the parent's)."""
         self._reset()
-        self._held = {}
+        self._held, self._orphans = {}, []
         self.client.close()  # drops the pool's connections; new ones are made on use
 
     def call(self, operation: Callable[[Any], T]) -> T:
         """``operation(client)``; StoreUnavailable if the server does not answer (warned of
         once per outage) or is being waited for. A reply that is an error (a full server, a
         key of the wrong type) is the operation's to handle: redis.ResponseError."""
-        if self._down:
+        if self.down:
             raise StoreUnavailable(f"the shared cache at {self.shown_url} is unreachable")
         try:
             return operation(self.client)
@@ -191,9 +192,9 @@ class _Server:
 
     def _failed(self, error: Exception) -> None:
         with self._lock:
-            if self._down:
+            if self.down:
                 return
-            self._down = True
+            self.down = True
             self._prober = threading.Thread(
                 target=self._probe, name="my_cache-redis-probe", daemon=True
             )
@@ -212,27 +213,22 @@ class _Server:
             except redis.RedisError:
                 continue
             with self._lock:
-                self._down = False
+                self.down = False
+                orphans, self._orphans = self._orphans, []
+            for lock, token in orphans:
+                with contextlib.suppress(redis.RedisError):
+                    self._release(keys=[lock], args=[token])
             _log.warning("my_cache.shared_cache_reachable", url=self.shown_url)
             return
 
     # --- leases -----------------------------------------------------------------------------
 
-    def lock(self, lock: str) -> bool:
-        """Take ``lock`` for this process, renewed until ``unlock``; False if another holds
-        it. A request that times out may still take it on the server: it is released."""
-        token = uuid.uuid4().hex
-        lease_ms = max(1, int(self.lease * 1000))
-        try:
-            taken = self.call(lambda client: client.set(lock, token, nx=True, px=lease_ms))
-        except StoreUnavailable:
-            # The request may run on the server after the client gave up: the lease ends it,
-            # or this release when the server answers in time.
-            with contextlib.suppress(StoreUnavailable, redis.RedisError):
-                self._release(keys=[lock], args=[token])
-            raise
-        if not taken:
-            return False
+    @property
+    def lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def hold(self, lock: str, token: str) -> None:
+        """Renew ``lock``, taken with ``token``, until ``unlock``."""
         with self._lock:
             self._held[lock] = token
             if self._renewer is None or not self._renewer.is_alive():
@@ -240,18 +236,26 @@ class _Server:
                     target=self._renew_leases, name="my_cache-redis-leases", daemon=True
                 )
                 self._renewer.start()
-        return True
+
+    def maybe_taken(self, lock: str, token: str) -> None:
+        """A request to take ``lock`` that got no reply may still run on the server: the
+        probe releases it once the server answers (its lease ends it otherwise)."""
+        with self._lock:
+            self._orphans.append((lock, token))
 
     def unlock(self, lock: str) -> None:
         with self._lock:
             token = self._held.pop(lock, None)
         if token is not None:
-            # Not released (the server is away): the lease ends it.
-            with contextlib.suppress(StoreUnavailable, redis.ResponseError):
-                self.call(lambda client: self._release(keys=[lock], args=[token], client=client))
+            self.unlock_token(lock, token)
+
+    def unlock_token(self, lock: str, token: str) -> None:
+        # Not released (the server is away): the lease ends it.
+        with contextlib.suppress(StoreUnavailable, redis.ResponseError):
+            self.call(lambda client: self._release(keys=[lock], args=[token], client=client))
 
     def _renew_leases(self) -> None:
-        lease_ms = max(1, int(self.lease * 1000))
+        lease_ms = self.lease_ms
         while not self._wake.wait(self.lease / 3):
             with self._lock:
                 held = list(self._held.items())
@@ -378,9 +382,15 @@ class RedisFolder(FolderStore):
         name = self._entry(key)
         try:
             data = self._server.call(lambda client: client.hget(name, "d"))
-        except redis.ResponseError as error:  # not a hash: not ours, and left alone
+        except redis.ResponseError as error:
+            data = error
+        return self._loaded(key, name, data)
+
+    def _loaded(self, key: str, name: str, data: Any) -> Any:
+        """The value of ``data``, the reply to HGET ``name`` d; MISSING if there is none."""
+        if isinstance(data, redis.ResponseError):  # not a hash: not ours, and left alone
             self._server.warn_once_a_while(
-                self._folder, "my_cache.foreign_key", key=name, reason=self._server.said(error)
+                self._folder, "my_cache.foreign_key", key=name, reason=self._server.said(data)
             )
             return MISSING
         if data is None:
@@ -463,20 +473,32 @@ class RedisFolder(FolderStore):
     def attempt(self, key: str) -> Any:
         """One step of ``acquire``: MISSING when the caller now holds the key's lock, or
         cannot lock (an unreachable or full server: compute unlocked); the value if it is
-        stored; else WAIT."""
-        lock = self._lock_of(key)
+        stored; else WAIT. One round trip: the lock is asked for with the value."""
+        lock, name, token = self._lock_of(key), self._entry(key), uuid.uuid4().hex
+
+        def ask(client: Any) -> list[Any]:
+            # One hash slot (see the key names): a pipeline on a cluster too.
+            with client.pipeline(transaction=False) as pipeline:
+                pipeline.set(lock, token, nx=True, px=self._server.lease_ms)
+                pipeline.hget(name, "d")
+                return cast(list[Any], pipeline.execute(raise_on_error=False))
+
+        sent = not self._server.down
         try:
-            taken = self._server.lock(lock)
+            taken, data = self._server.call(ask)
         except StoreUnavailable:
+            if sent:
+                self._server.maybe_taken(lock, token)
             return MISSING
-        except redis.ResponseError:  # a full server takes no locks: compute unlocked
-            return MISSING
-        # Taken or not, the value may be there: stored by a holder since the caller's lookup.
-        value = self.get(key)
-        if taken and value is not MISSING:
-            self._server.unlock(lock)
-        if taken or value is not MISSING:
-            return value
+        # The value may be there: stored by a holder since the caller's lookup.
+        value = self._loaded(key, name, data)
+        if taken is True:
+            if value is MISSING:
+                self._server.hold(lock, token)
+                return MISSING
+            self._server.unlock_token(lock, token)
+        if value is not MISSING or isinstance(taken, redis.ResponseError):
+            return value  # a full server takes no locks: compute unlocked
         return WAIT
 
     def release(self, key: str) -> None:

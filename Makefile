@@ -46,3 +46,4 @@ clean:
 bench: $(VENV)/.dev-install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/compare.py
+	$(PY) benchmarks/redis_ops.py

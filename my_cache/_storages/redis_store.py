@@ -312,7 +312,8 @@ class _Server:
         def remove(client: Any) -> int:
             with client.pipeline(transaction=False) as pipeline:
                 for name in names:
-                    pipeline.eval(_DELETE_ENTRY, 1, name)
+                    # Not pipeline.eval: redis-py's cluster pipelines refuse it.
+                    pipeline.execute_command("EVAL", _DELETE_ENTRY, 1, name)
                 return sum(int(n) for n in pipeline.execute(raise_on_error=False) if n == 1)
 
         return self.call(remove)

@@ -55,7 +55,8 @@ def selection_options(command: F) -> F:
     )(command)
     return click.option(
         "--folder",
-        type=click.Path(file_okay=False),
+        metavar="FOLDER",
+        # Not a click.Path: an IN_REDIS folder is a name, whatever files are here.
         help="Only entries stored under this folder.",
     )(command)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -140,17 +140,18 @@ class Settings(BaseSettings):
         "database 0); entries spread over its nodes, and listings and clears reach them all.",
     )
 
-    @model_validator(mode="after")
-    def _cluster_url(self) -> Settings:
-        if self.redis_cluster and (
-            self.redis_url.startswith("unix://")
-            or urlsplit(self.redis_url).path not in ("", "/", "/0")
-        ):
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_url(cls, value: bool, info: ValidationInfo) -> bool:
+        # A field's error, not the model's: the model's would quote every setting, the
+        # password in redis_url included.
+        url = info.data.get("redis_url", "")
+        if value and (url.startswith("unix://") or urlsplit(url).path not in ("", "/", "/0")):
             raise ValueError(
-                "redis_cluster needs a redis:// or rediss:// redis_url of database 0 "
+                "needs a redis:// or rediss:// redis_url of database 0 "
                 "(a cluster has no other databases)"
             )
-        return self
+        return value
 
     @field_validator("redis_url")
     @classmethod

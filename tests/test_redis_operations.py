@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -527,3 +528,114 @@ def test_once_a_server_stalls_calls_send_it_nothing(monkeypatch: pytest.MonkeyPa
     assert silent.commands_since(mark) <= {b"PING", b"CLIENT", b"SETINFO", b"HELLO"}
     assert connected_since <= 2
     assert [e["event"] for e in events] == ["my_cache.shared_cache_unreachable"]
+
+
+def test_another_applications_hash_and_lock_cost_only_their_call(
+    stor: CacheStor, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    square, runs = squares(stor, "cache/theirs")
+    square(1)
+    square(2)
+    (first, second) = sorted(server.scan_iter("mycache:e:*"))
+    server.delete(first)
+    server.hset(first, mapping={"d": b"their data", "owner": b"another app"})
+    lock = second.replace(b"mycache:e:", b"mycache:l:", 1)
+    server.delete(second)
+    server.set(lock, b"their lock, no expiry")
+    monkeypatch.setattr(stor._stores.backend._server, "lock_timeout", 600)
+    runs.clear()
+    done: list[int] = []
+    with capture_logs() as events:
+        caller = threading.Thread(target=lambda: done.extend(square(n)[0] for n in (1, 2)))
+        caller.start()
+        caller.join(60)  # were the foreign lock waited for, this would take 600 s
+    assert done == [1, 4] and sorted(runs) == [1, 2]
+    assert {e["event"] for e in events} == {"my_cache.foreign_key"}
+    square.cache_clear()
+    assert server.hgetall(first) == {b"d": b"their data", b"owner": b"another app"}
+    assert server.get(lock) == b"their lock, no expiry"
+
+
+def fork_child_calls(stor: CacheStor, square: Any) -> None:
+    def child() -> None:
+        with capture_logs():
+            assert [square(n)[0] for n in range(5)] == [n * n for n in range(5)]
+        os._exit(0)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+    assert process.exitcode == 0
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_threads_call_the_cache_works(
+    stor: CacheStor, server: redis.Redis
+) -> None:
+    square, _ = squares(stor, "cache/forked")
+    for _ in range(3):
+        callers = [threading.Thread(target=square, args=(n,)) for n in range(4)]
+        for caller in callers:
+            caller.start()
+        fork_child_calls(stor, square)  # while the threads take the client's pool lock
+        for caller in callers:
+            caller.join()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_during_an_outage_uses_the_server_once_back(
+    own_redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_redis_server.start()
+    monkeypatch.setenv("MYCACHE_REDIS_URL", own_redis_server.url)
+    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, _ = squares(stor, "cache/outage")
+    own_redis_server.stop()
+    with capture_logs():
+        square(9)  # the parent now waits for its probe
+    own_redis_server.start()
+    fork_child_calls(stor, square)
+    with own_redis_server.client() as client:
+        assert len(list(client.scan_iter("mycache:e:*"))) == 5  # the child stored its values
+    stor.close()
+
+
+def test_a_cluster_that_cannot_be_reached_is_an_outage_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MYCACHE_REDIS_URL", f"redis://:S3cr3tPw@127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("MYCACHE_REDIS_CLUSTER", "true")
+    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, runs = squares(stor, "cache/nocluster")
+    with capture_logs() as events:
+        assert [square(n)[0] for n in range(10)] == [n * n for n in range(10)]
+    stor.close()
+    assert runs == list(range(10))
+    assert [e["event"] for e in events] == ["my_cache.shared_cache_unreachable"]
+    assert "S3cr3tPw" not in str(events)
+
+
+def test_a_cluster_setting_error_never_prints_the_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = {
+        "MYCACHE_TYPE_STORAGE": "in_redis",
+        "MYCACHE_REDIS_CLUSTER": "true",
+        "MYCACHE_REDIS_URL": "redis://:S3cr3tPw@cache.internal:6379/1",
+    }
+    result = mycache("ls", cwd=tmp_path, **env)
+    assert result.returncode == 1 and "database 0" in result.stderr
+    assert "S3cr3tPw" not in result.stderr + result.stdout
+
+
+def test_cli_folder_is_a_name_not_a_local_path(
+    stor: CacheStor, server: redis.Redis, env: dict[str, str], tmp_path: Path
+) -> None:
+    square, _ = squares(stor, "reports")
+    square(1)
+    (tmp_path / "reports").write_text("a local file of the same name")
+    result = mycache("ls", "--json", "--folder", "reports", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 1

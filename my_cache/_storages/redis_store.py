@@ -32,10 +32,11 @@ from urllib.parse import quote, unquote
 import redis
 import redis.cluster
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from my_cache import _log
-from my_cache._fork import renew_after_fork
+from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._secrets import masked, masked_url
 from my_cache._storages import _redis_legacy as _legacy
 from my_cache._storages.base import (
@@ -81,20 +82,32 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-# Deletes a key only if it is an entry of ours (a hash with a stored result).
-_DELETE_ENTRY = """
-if redis.call('type', KEYS[1]).ok == 'hash' and redis.call('hexists', KEYS[1], 'd') == 1 then
-  return redis.call('del', KEYS[1])
+# Whether a key is an entry of ours: a hash of exactly an entry's fields (x is optional).
+_IS_ENTRY = """
+local function is_entry(key)
+  if redis.call('type', key).ok ~= 'hash' then return false end
+  local count = redis.call('hlen', key)
+  if count ~= 4 and count ~= 5 then return false end
+  for _, field in ipairs({'d', 'f', 'a', 'c'}) do
+    if redis.call('hexists', key, field) == 0 then return false end
+  end
+  return true
 end
+"""
+# Deletes a key only if it is an entry of ours.
+_DELETE_ENTRY = (
+    _IS_ENTRY
+    + """
+if is_entry(KEYS[1]) then return redis.call('del', KEYS[1]) end
 return 0
 """
+)
 # Writes an entry in one step (a script runs alone): its value and description, and its TTL.
 # A key there that is not an entry of ours is another application's: left as it is.
-_WRITE_ENTRY = """
-local kind = redis.call('type', KEYS[1]).ok
-if kind ~= 'none' and (kind ~= 'hash' or redis.call('hexists', KEYS[1], 'd') == 0) then
-  return 0
-end
+_WRITE_ENTRY = (
+    _IS_ENTRY
+    + """
+if redis.call('exists', KEYS[1]) == 1 and not is_entry(KEYS[1]) then return 0 end
 -- HSET first: on a full server Redis refuses a script's first write only (OOM).
 redis.call('hset', KEYS[1], 'd', ARGV[1], 'f', ARGV[2], 'a', ARGV[3], 'c', ARGV[4])
 if ARGV[5] ~= '' then
@@ -106,10 +119,24 @@ else
 end
 return 1
 """
+)
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+# Errors that mean the server or cluster cannot serve now (not a reply about one key).
+_UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
+# The scripts, bound to no client: each call passes the client (or pipeline) that runs it.
+_RELEASE_SCRIPT, _RENEW_SCRIPT, _WRITE_SCRIPT = (
+    Script(cast(Any, None), text.encode()) for text in (_RELEASE, _RENEW, _WRITE_ENTRY)
+)
 
 
 class _Server:
@@ -121,22 +148,12 @@ class _Server:
         self._url = settings.redis_url
         self.lock_timeout = settings.redis_lock_timeout
         self.lease = min(LEASE, settings.redis_lock_timeout)
-        # One immediate retry of a connection error: a pooled connection the server closed
-        # (a restart) fails once, and the retry connects afresh. Timeouts are not retried:
-        # a call waits at most redis_read_timeout for a reply.
-        options: dict[str, Any] = {
+        self._cluster = settings.redis_cluster
+        self._options: dict[str, Any] = {
             "socket_connect_timeout": settings.redis_connect_timeout,
             "socket_timeout": settings.redis_read_timeout,
-            "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         }
-        self.client: redis.Redis | redis.cluster.RedisCluster
-        if settings.redis_cluster:
-            self.client = redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
-        else:
-            self.client = redis.Redis.from_url(settings.redis_url, **options)
-        self._release = self.client.register_script(_RELEASE)
-        self._renew = self.client.register_script(_RENEW)
-        self.write_entry = self.client.register_script(_WRITE_ENTRY)
+        self._client: Any = None  # connected at first use: see client
         self.down = False  # unreachable: probed in the background, calls skip it
         self._warned: dict[tuple[str, str], float] = {}
         self._held: dict[str, str] = {}  # lock key -> token, renewed while held
@@ -151,10 +168,42 @@ class _Server:
         self._renewer: threading.Thread | None = None
 
     def after_fork(self) -> None:
-        """In a forked child: its own threads, no leases (they are the parent's)."""
+        """In a forked child: its own client, threads and view of the server, no leases
+        (they are the parent's). The parent's client is left untouched: its pool's lock may
+        have been held by a parent thread at the fork, and closing it would wait forever."""
+        keep_unclosed(self._client)
+        self._client = None
         self._reset()
         self._held, self._orphans = {}, []
-        self.client.close()  # drops the pool's connections; new ones are made on use
+        self.down = False  # the parent's probe does not run here: the child finds out itself
+
+    @property
+    def client(self) -> Any:
+        """The client, made at first use: a cluster's connects to learn its nodes, and a
+        server that is away then must make a miss, not an error from CacheStor()."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                client = self._client
+        return client
+
+    def _connect(self) -> Any:
+        if self._cluster:
+            # No retries of its own (it retries a timeout, doubling a call's wait): a cluster
+            # whose nodes moved is learned again at the next call.
+            return redis.cluster.RedisCluster.from_url(
+                self._url, retry=Retry(NoBackoff(), 0), **self._options
+            )
+        # One immediate retry of a connection error: a pooled connection the server closed
+        # (a restart) fails once, and the retry connects afresh. Timeouts are not retried:
+        # a call waits at most redis_read_timeout for a reply.
+        return redis.Redis.from_url(
+            self._url,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            **self._options,
+        )
 
     def call(self, operation: Callable[[Any], T]) -> T:
         """``operation(client)``; StoreUnavailable if the server does not answer (warned of
@@ -164,7 +213,7 @@ class _Server:
             raise StoreUnavailable(f"the shared cache at {self.shown_url} is unreachable")
         try:
             return operation(self.client)
-        except (redis.ConnectionError, redis.TimeoutError) as error:
+        except _UNREACHABLE as error:
             self._failed(error)
             raise StoreUnavailable(
                 f"the shared cache at {self.shown_url} is unreachable: {self.said(error)}"
@@ -210,14 +259,14 @@ class _Server:
         while not self._wake.wait(RETRY_AFTER):
             try:
                 self.client.ping()
-            except redis.RedisError:
+            except (redis.RedisError, redis.exceptions.RedisClusterException):
                 continue
             with self._lock:
                 self.down = False
                 orphans, self._orphans = self._orphans, []
             for lock, token in orphans:
-                with contextlib.suppress(redis.RedisError):
-                    self._release(keys=[lock], args=[token])
+                with contextlib.suppress(redis.RedisError, *_UNREACHABLE):
+                    _RELEASE_SCRIPT(keys=[lock], args=[token], client=self.client)
             _log.warning("my_cache.shared_cache_reachable", url=self.shown_url)
             return
 
@@ -252,7 +301,7 @@ class _Server:
     def unlock_token(self, lock: str, token: str) -> None:
         # Not released (the server is away): the lease ends it.
         with contextlib.suppress(StoreUnavailable, redis.ResponseError):
-            self.call(lambda client: self._release(keys=[lock], args=[token], client=client))
+            self.call(lambda client: _RELEASE_SCRIPT(keys=[lock], args=[token], client=client))
 
     def _renew_leases(self) -> None:
         lease_ms = self.lease_ms
@@ -270,7 +319,7 @@ class _Server:
         # process compute the key too; never a wrong value.
         with contextlib.suppress(StoreUnavailable, redis.ResponseError):
             self.call(
-                lambda client: self._renew(keys=[lock], args=[token, lease_ms], client=client)
+                lambda client: _RENEW_SCRIPT(keys=[lock], args=[token, lease_ms], client=client)
             )
 
     # --- many keys ----------------------------------------------------------------------------
@@ -320,7 +369,8 @@ class _Server:
 
     def close(self) -> None:
         self._wake.set()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def _entry(parsed: tuple[str, str], fields: list[bytes | None], size: int) -> Entry | None:
@@ -396,13 +446,17 @@ class RedisFolder(FolderStore):
             return MISSING
         if data is None:
             return MISSING
+        if not is_ours(data):  # another application's hash: a miss, left alone
+            self._server.warn_once_a_while(
+                self._folder, "my_cache.foreign_key", key=name, reason="not a result of ours"
+            )
+            return MISSING
         try:
             return load_result(data, key)
         except DamagedEntry as error:
             _log.warning("my_cache.damaged_entry", folder=self._folder, key=key, reason=str(error))
-            if is_ours(data):  # else another application's hash: a miss, left alone
-                with contextlib.suppress(StoreUnavailable, redis.ResponseError):
-                    self._server.call(lambda client: client.delete(name))
+            with contextlib.suppress(StoreUnavailable, redis.ResponseError):
+                self._server.delete_names([name])
             return MISSING
 
     def fetch(self, key: str) -> Deferred:
@@ -430,7 +484,7 @@ class RedisFolder(FolderStore):
         arguments = [data, function, shortened(arg_string()), repr(now), *expiry]
 
         def write(client: Any) -> None:
-            self._server.write_entry(keys=[name], args=arguments, client=client)
+            _WRITE_SCRIPT(keys=[name], args=arguments, client=client)
 
         try:
             self._server.call(write)
@@ -482,24 +536,30 @@ class RedisFolder(FolderStore):
             with client.pipeline(transaction=False) as pipeline:
                 pipeline.set(lock, token, nx=True, px=self._server.lease_ms)
                 pipeline.hget(name, "d")
+                pipeline.pttl(lock)
                 return cast(list[Any], pipeline.execute(raise_on_error=False))
 
         sent = not self._server.down
         try:
-            taken, data = self._server.call(ask)
+            taken, data, time_to_live = self._server.call(ask)
         except StoreUnavailable:
             if sent:
                 self._server.maybe_taken(lock, token)
             return MISSING
         # The value may be there: stored by a holder since the caller's lookup.
         value = self._loaded(key, name, data)
-        if taken is True:
+        if taken is True or taken == b"OK":  # b"OK" from some cluster pipelines
             if value is MISSING:
                 self._server.hold(lock, token)
                 return MISSING
             self._server.unlock_token(lock, token)
         if value is not MISSING or isinstance(taken, redis.ResponseError):
             return value  # a full server takes no locks: compute unlocked
+        if time_to_live == -1:  # a key without a lease: another application's, left alone
+            self._server.warn_once_a_while(
+                self._folder, "my_cache.foreign_key", key=lock, reason="not a lock of ours"
+            )
+            return MISSING  # compute unlocked
         return WAIT
 
     def release(self, key: str) -> None:

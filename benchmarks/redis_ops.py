@@ -37,8 +37,7 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -56,11 +55,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+from compare import WARM_UP, Arguments, AsyncWork, per_await_us, per_call_us  # noqa: E402
+from loop_pauses import environment  # noqa: E402
+
 from tests.redis_server import RedisServer  # noqa: E402
 
 T = TypeVar("T")
-Arguments = list[tuple[int, str, tuple[int, int]]]
-AsyncWork = Callable[[int, str, tuple[int, int]], Awaitable[dict[str, Any]]]
 
 KEYS, HIT_PASSES = 1000, 3
 OUTAGE_LOOP_S, OUTAGE_STOP_AT_S, OUTAGE_STOPPED_S = 4.0, 0.5, 3.0
@@ -116,20 +116,6 @@ async def compute(keys: int) -> list[int]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def redis_stor() -> CacheStor:
     """An IN_REDIS CacheStor; the server and timeouts come from MYCACHE_* in the environment."""
     return CacheStor(type_storage="in_redis", serialiser="bin", is_debug_log=False)
@@ -183,23 +169,6 @@ def calls(keys: int) -> Arguments:
 
 # One call before timing, on a key outside the timed ones: connecting and learning a
 # function's identity happen once, not per miss.
-WARM_UP = (-1, "warm-up", (-1, -1))
-
-
-def per_call_us(cached: Callable[[int, str, tuple[int, int]], Any], arguments: Arguments) -> float:
-    started = time.perf_counter()
-    for n, name, pair in arguments:
-        cached(n, name, pair)
-    return (time.perf_counter() - started) / len(arguments) * 1e6
-
-
-async def per_await_us(cached: AsyncWork, arguments: Arguments) -> float:
-    started = time.perf_counter()
-    for n, name, pair in arguments:
-        await cached(n, name, pair)
-    return (time.perf_counter() - started) / len(arguments) * 1e6
-
-
 async def measure_async(
     cached: AsyncWork, arguments: Arguments, settle: Callable[[], Awaitable[Any]]
 ) -> tuple[float, float]:

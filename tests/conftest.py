@@ -104,3 +104,18 @@ def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "own-redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {"MYCACHE_TYPE_STORAGE": "in_redis", "MYCACHE_REDIS_URL": redis_url}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def redis_stor(redis_env: dict[str, str]) -> Iterator[CacheStor]:
+    stor = CacheStor()
+    yield stor
+    stor.close()

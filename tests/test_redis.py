@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +23,6 @@ from tests.conftest import RunPython
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer, free_port
 from tests.test_cli import check_stale_entries_are_listed_and_cleared, ls_json, mycache
-
-
-@pytest.fixture
-def redis_env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {"MYCACHE_TYPE_STORAGE": "in_redis", "MYCACHE_REDIS_URL": redis_url}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
-@pytest.fixture
-def redis_stor(redis_env: dict[str, str]) -> Iterator[CacheStor]:
-    stor = CacheStor()
-    yield stor
-    stor.close()
 
 
 def counted_square(stor: CacheStor, folder: str) -> tuple[Any, list[int]]:

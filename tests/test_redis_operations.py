@@ -42,25 +42,12 @@ def server(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {"MYCACHE_TYPE_STORAGE": "in_redis", "MYCACHE_REDIS_URL": redis_url}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@pytest.fixture
-def stor(env: dict[str, str]) -> Iterator[CacheStor]:
-    stor = CacheStor()
-    yield stor
-    stor.close()
-
-
-def squares(stor: CacheStor, folder: str, expire: float | None = None) -> tuple[Any, list[int]]:
+def squares(
+    redis_stor: CacheStor, folder: str, expire: float | None = None
+) -> tuple[Any, list[int]]:
     runs: list[int] = []
 
-    @stor.cache(folder=folder, expire=expire)
+    @redis_stor.cache(folder=folder, expire=expire)
     def padded_square(n: int) -> tuple[int, bytes]:
         runs.append(n)
         return n * n, b"p" * 10_000
@@ -76,16 +63,20 @@ def our_keys(client: redis.Redis) -> list[bytes]:
     "policy", ["allkeys-lru", "allkeys-random", "volatile-lru", "volatile-ttl"]
 )
 def test_under_eviction_every_entry_left_is_listed_and_clears_leave_nothing_to_hit(
-    stor: CacheStor, server: redis.Redis, env: dict[str, str], tmp_path: Path, policy: str
+    redis_stor: CacheStor,
+    server: redis.Redis,
+    redis_env: dict[str, str],
+    tmp_path: Path,
+    policy: str,
 ) -> None:
     used = int(server.info("memory")["used_memory"])
     server.config_set("maxmemory", used + 1_500_000)
     server.config_set("maxmemory-policy", policy)
-    square, runs = squares(stor, "cache/evicted", expire=None if policy[0] == "a" else 600)
+    square, runs = squares(redis_stor, "cache/evicted", expire=None if policy[0] == "a" else 600)
     with capture_logs():
         for n in range(400):  # ~4 MB into 1.5 MB: most are evicted
             square(n)
-    listed = stor._stores.backend.entries()
+    listed = redis_stor._stores.backend.entries()
     assert 0 < len(listed) < 400
     # Everything of ours in Redis is an entry, which lists itself: no description without
     # its value, no rows of evicted values piling up. (Redis may evict more while we look.)
@@ -97,7 +88,7 @@ def test_under_eviction_every_entry_left_is_listed_and_clears_leave_nothing_to_h
         assert [square(n)[0] for n in range(400)] == [n * n for n in range(400)]
     hits = 400 - len(runs)
     assert hits <= len(listed)
-    result = mycache("clear", "--yes", cwd=tmp_path, **env)
+    result = mycache("clear", "--yes", cwd=tmp_path, **redis_env)
     assert result.returncode == 0, result.stderr
     assert our_keys(server) == []
     runs.clear()
@@ -108,30 +99,34 @@ def test_under_eviction_every_entry_left_is_listed_and_clears_leave_nothing_to_h
 
 
 def test_clear_by_folder_and_function_and_cache_clear_reach_every_entry(
-    stor: CacheStor, server: redis.Redis, env: dict[str, str], tmp_path: Path
+    redis_stor: CacheStor, server: redis.Redis, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
-    square, _ = squares(stor, "cache/a")
-    other, _ = squares(stor, "cache/b")
+    square, _ = squares(redis_stor, "cache/a")
+    other, _ = squares(redis_stor, "cache/b")
 
-    @stor.cache(folder="cache/a")
+    @redis_stor.cache(folder="cache/a")
     def cube(n: int) -> int:
         return n**3
 
     for n in range(20):
         square(n), other(n), cube(n)
     assert len(our_keys(server)) == 60
-    assert mycache("clear", "--yes", "--function", "cube", cwd=tmp_path, **env).returncode == 0
+    assert (
+        mycache("clear", "--yes", "--function", "cube", cwd=tmp_path, **redis_env).returncode == 0
+    )
     assert len(our_keys(server)) == 40
-    assert mycache("clear", "--yes", "--folder", "cache/b", cwd=tmp_path, **env).returncode == 0
+    assert (
+        mycache("clear", "--yes", "--folder", "cache/b", cwd=tmp_path, **redis_env).returncode == 0
+    )
     assert len(our_keys(server)) == 20
     square.cache_clear()
     assert our_keys(server) == []
 
 
 def test_a_full_server_still_serves_what_it_holds_and_can_be_cleared(
-    stor: CacheStor, server: redis.Redis, env: dict[str, str], tmp_path: Path
+    redis_stor: CacheStor, server: redis.Redis, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
-    square, runs = squares(stor, "cache/full")
+    square, runs = squares(redis_stor, "cache/full")
     for n in range(40):
         square(n)
     # Another application fills the server up to its limit; nothing may be evicted.
@@ -150,7 +145,7 @@ def test_a_full_server_still_serves_what_it_holds_and_can_be_cleared(
     assert [e["event"] for e in warnings] == ["my_cache.write_failed"]  # once per folder
     assert "full (out of memory)" in warnings[0]["reason"]
     assert "maxmemory" in warnings[0]["reason"]
-    result = mycache("clear", "--yes", "--folder", "cache/full", cwd=tmp_path, **env)
+    result = mycache("clear", "--yes", "--folder", "cache/full", cwd=tmp_path, **redis_env)
     assert result.returncode == 0, result.stderr
     assert our_keys(server) == []
     square(1)
@@ -160,9 +155,9 @@ def test_a_full_server_still_serves_what_it_holds_and_can_be_cleared(
 HOLDER = """
 import os, sys, time
 from my_cache import CacheStor
-stor = CacheStor(type_storage="in_redis")
+redis_stor = CacheStor(type_storage="in_redis")
 
-@stor.cache(folder="cache/held")
+@redis_stor.cache(folder="cache/held")
 def slow(n: int) -> int:
     open(sys.argv[1], "w").close()
     while True:
@@ -173,12 +168,12 @@ slow(1)
 
 
 def test_a_holder_killed_with_kill_9_frees_its_key_within_a_lease(
-    stor: CacheStor, server: redis.Redis, env: dict[str, str], tmp_path: Path
+    redis_stor: CacheStor, server: redis.Redis, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
     started = tmp_path / "started"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(started)],
-        env={**os.environ, **env, "MYCACHE_REDIS_LOCK_TIMEOUT": "120"},
+        env={**os.environ, **redis_env, "MYCACHE_REDIS_LOCK_TIMEOUT": "120"},
     )
     try:
         assert wait_until(started.exists)
@@ -191,10 +186,12 @@ def test_a_holder_killed_with_kill_9_frees_its_key_within_a_lease(
     assert wait_until(lambda: not server.exists(lock), timeout=redis_store.LEASE + 5)
 
 
-def test_a_lease_is_renewed_while_its_holder_computes(stor: CacheStor, server: redis.Redis) -> None:
+def test_a_lease_is_renewed_while_its_holder_computes(
+    redis_stor: CacheStor, server: redis.Redis
+) -> None:
     computing, finish = threading.Event(), threading.Event()
 
-    @stor.cache(folder="cache/long", ignore=["computing", "finish"])
+    @redis_stor.cache(folder="cache/long", ignore=["computing", "finish"])
     def long_job(n: int) -> int:
         computing.set()
         finish.wait(30)
@@ -220,11 +217,11 @@ JOBS = """
 import asyncio, os, pathlib
 from my_cache import CacheStor
 
-stor = CacheStor(type_storage="in_redis")
+redis_stor = CacheStor(type_storage="in_redis")
 signals = pathlib.Path(os.environ["JOB_SIGNALS"])
 
 
-@stor.cache_async(folder="cache/jobs")
+@redis_stor.cache_async(folder="cache/jobs")
 async def job(n: int) -> int:
     (signals / f"started-{n}").touch()
     while not (signals / "finish").exists():
@@ -243,7 +240,7 @@ async def run(count: int) -> None:
 
 @pytest.fixture
 def jobs(
-    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, redis_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Any, Path, Callable[[int], subprocess.Popen[bytes]]]]:
     """A module of cached async jobs, imported here and by holder processes, which compute
     ``count`` jobs until the test creates the ``finish`` file (and fail if ``fail`` exists)."""
@@ -269,7 +266,7 @@ def jobs(
     (signals / "finish").touch()
     for process in holders:
         process.wait(30)
-    module.stor.close()
+    module.redis_stor.close()
     sys.modules.pop("jobs")
 
 
@@ -285,16 +282,16 @@ def test_a_cancelled_waiter_never_takes_the_lock(
             await asyncio.wait_for(module.job(0), 0.3)
 
     asyncio.run(give_up())
-    module.stor._locker.shutdown()  # any attempt still under way has ended
+    module.redis_stor._locker.shutdown()  # any attempt still under way has ended
     (signals / "finish").touch()
     holder.wait(30)  # its run failed: its lock is released, and no waiter takes it
     assert list(server.scan_iter("mycache:l:*")) == []
 
 
 def test_a_result_that_cannot_be_stored_releases_its_lock(
-    stor: CacheStor, server: redis.Redis
+    redis_stor: CacheStor, server: redis.Redis
 ) -> None:
-    @stor.cache(folder="cache/unpicklable")
+    @redis_stor.cache(folder="cache/unpicklable")
     def make(n: int) -> Any:
         return lambda: n
 
@@ -305,13 +302,13 @@ def test_a_result_that_cannot_be_stored_releases_its_lock(
 
 
 def test_a_value_over_the_size_limit_is_returned_and_warned_of(
-    stor: CacheStor, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    redis_stor: CacheStor, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_store, "MAX_VALUE", 1_000_000)
-    square, _ = squares(stor, "cache/sizes")
+    square, _ = squares(redis_stor, "cache/sizes")
     square(1)
 
-    @stor.cache(folder="cache/sizes")
+    @redis_stor.cache(folder="cache/sizes")
     def big(n: int) -> bytes:
         return b"b" * 2_000_000
 
@@ -325,11 +322,11 @@ def test_a_value_over_the_size_limit_is_returned_and_warned_of(
 
 
 def test_writing_a_large_value_takes_about_one_copy_of_it(
-    stor: CacheStor, server: redis.Redis
+    redis_stor: CacheStor, server: redis.Redis
 ) -> None:
     value = os.urandom(64 * 2**20)
 
-    @stor.cache(folder="cache/large", ignore=["value"])
+    @redis_stor.cache(folder="cache/large", ignore=["value"])
     def large(n: int) -> bytes:
         return value
 
@@ -344,9 +341,9 @@ def test_writing_a_large_value_takes_about_one_copy_of_it(
 
 
 def test_keys_of_other_applications_cost_only_themselves(
-    stor: CacheStor, server: redis.Redis
+    redis_stor: CacheStor, server: redis.Redis
 ) -> None:
-    square, runs = squares(stor, "cache/foreign")
+    square, runs = squares(redis_stor, "cache/foreign")
     for n in range(60):
         square(n)
     (name,) = [k for k in server.scan_iter("mycache:e:*") if server.hget(k, "d") is not None][:1]
@@ -359,7 +356,7 @@ def test_keys_of_other_applications_cost_only_themselves(
     assert len(runs) == 1  # only the call whose key was taken over
     assert [e["event"] for e in events] == ["my_cache.foreign_key"]
     assert server.get(name) == b"another application's string"  # left alone
-    assert len(stor._stores.backend.entries()) == 59
+    assert len(redis_stor._stores.backend.entries()) == 59
     square.cache_clear()
     assert sorted(server.scan_iter("mycache:*")) == sorted([name, b"mycache:e:{not-ours}"])
 
@@ -368,15 +365,15 @@ def test_management_calls_raise_one_public_error_naming_the_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MYCACHE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    square, _ = squares(stor, "cache/down")
+    redis_stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, _ = squares(redis_stor, "cache/down")
     with capture_logs():
         assert square(2)[0] == 4  # decorated calls never raise
         with pytest.raises(CacheStoreError, match=r"cannot clear .*padded_square.*unreachable"):
             square.cache_clear()
         with pytest.raises(CacheStoreError, match="cannot invalidate"):
             square.invalidate(2)
-    stor.close()
+    redis_stor.close()
 
 
 def test_waiting_for_other_processes_leaves_the_event_loops_executor_free(
@@ -406,8 +403,8 @@ def test_a_stalled_server_holds_no_lock_for_longer_than_a_lease(
     own_redis_server.start()
     monkeypatch.setenv("MYCACHE_REDIS_URL", own_redis_server.url)
     monkeypatch.setenv("MYCACHE_REDIS_READ_TIMEOUT", "0.3")
-    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    square, runs = squares(stor, "cache/stall")
+    redis_stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, runs = squares(redis_stor, "cache/stall")
     assert own_redis_server.process is not None
     own_redis_server.process.send_signal(signal.SIGSTOP)
     try:
@@ -421,11 +418,11 @@ def test_a_stalled_server_holds_no_lock_for_longer_than_a_lease(
     with own_redis_server.client() as client:
         for lock in client.scan_iter("mycache:l:*"):  # a request that ran after we gave up
             assert client.pttl(lock) <= redis_store.LEASE * 1000
-    stor.close()
+    redis_stor.close()
 
 
 def test_entries_of_the_older_layout_are_listed_as_stale_and_cleared(
-    server: redis.Redis, env: dict[str, str], tmp_path: Path
+    server: redis.Redis, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Before an entry was one key, a value, its JSON row and its expiry were three keys."""
     key = f"{'a' * 16}:{'b' * 12}:{'c' * 32}"
@@ -435,12 +432,12 @@ def test_entries_of_the_older_layout_are_listed_as_stale_and_cleared(
     server.hset("mycache:rows:cache/old", "garbage", "{not json")
     server.sadd("mycache:folders", "cache/old")
     server.set(f"mycache:value:cache/old:{'d' * 16}:{'e' * 12}:x", b"another application's")
-    result = mycache("ls", "--json", cwd=tmp_path, **env)
+    result = mycache("ls", "--json", cwd=tmp_path, **redis_env)
     assert result.returncode == 0, result.stderr
     (listed,) = json.loads(result.stdout)
     assert listed["folder"] == "cache/old" and listed["key"] == key
     assert listed["arg_string"] == "n=1" and listed["stale"] is True
-    result = mycache("clear", "--stale", "--yes", cwd=tmp_path, **env)
+    result = mycache("clear", "--stale", "--yes", cwd=tmp_path, **redis_env)
     assert result.returncode == 0, result.stderr
     assert not server.exists(f"mycache:value:cache/old:{key}")
     assert server.hkeys("mycache:rows:cache/old") == [b"garbage"]
@@ -461,14 +458,14 @@ def test_the_password_is_never_printed(
     url = auth.format(where=f"127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("MYCACHE_REDIS_URL", url)
     monkeypatch.setenv("MYCACHE_TYPE_STORAGE", "in_redis")
-    stor = CacheStor()
-    square, _ = squares(stor, "cache/secret")
+    redis_stor = CacheStor()
+    square, _ = squares(redis_stor, "cache/secret")
     with capture_logs() as events:
         assert square(2)[0] == 4
         with pytest.raises(CacheStoreError) as raised:
             square.cache_clear()
-    stor.close()
-    printed = [repr(stor), str(raised.value), repr(raised.value.__cause__), *map(str, events)]
+    redis_stor.close()
+    printed = [repr(redis_stor), str(raised.value), repr(raised.value.__cause__), *map(str, events)]
     result = mycache("ls", cwd=tmp_path)
     printed += [result.stdout, result.stderr]
     assert result.returncode == 1 and "unreachable" in result.stderr
@@ -513,15 +510,15 @@ def test_once_a_server_stalls_calls_send_it_nothing(monkeypatch: pytest.MonkeyPa
     silent = SilentServer()
     monkeypatch.setenv("MYCACHE_REDIS_URL", silent.url)
     monkeypatch.setenv("MYCACHE_REDIS_READ_TIMEOUT", "0.3")
-    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    square, runs = squares(stor, "cache/silent")
+    redis_stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, runs = squares(redis_stor, "cache/silent")
     with capture_logs() as events:
         square(0)  # waits for the timeout once
         mark, connected = len(silent.received), silent.connections
         for n in range(1, 30):
             square(n)
         connected_since = silent.connections - connected
-    stor.close()
+    redis_stor.close()
     silent.socket.close()
     assert runs == list(range(30))
     # After the first call, nothing but the probe's connection (one a second) and PING.
@@ -531,9 +528,9 @@ def test_once_a_server_stalls_calls_send_it_nothing(monkeypatch: pytest.MonkeyPa
 
 
 def test_another_applications_hash_and_lock_cost_only_their_call(
-    stor: CacheStor, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    redis_stor: CacheStor, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    square, runs = squares(stor, "cache/theirs")
+    square, runs = squares(redis_stor, "cache/theirs")
     square(1)
     square(2)
     (first, second) = sorted(server.scan_iter("mycache:e:*"))
@@ -542,7 +539,7 @@ def test_another_applications_hash_and_lock_cost_only_their_call(
     lock = second.replace(b"mycache:e:", b"mycache:l:", 1)
     server.delete(second)
     server.set(lock, b"their lock, no expiry")
-    monkeypatch.setattr(stor._stores.backend._server, "lock_timeout", 600)
+    monkeypatch.setattr(redis_stor._stores.backend._server, "lock_timeout", 600)
     runs.clear()
     done: list[int] = []
     with capture_logs() as events:
@@ -556,7 +553,7 @@ def test_another_applications_hash_and_lock_cost_only_their_call(
     assert server.get(lock) == b"their lock, no expiry"
 
 
-def fork_child_calls(stor: CacheStor, square: Any) -> None:
+def fork_child_calls(redis_stor: CacheStor, square: Any) -> None:
     def child() -> None:
         with capture_logs():
             assert [square(n)[0] for n in range(5)] == [n * n for n in range(5)]
@@ -572,14 +569,14 @@ def fork_child_calls(stor: CacheStor, square: Any) -> None:
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_child_forked_while_threads_call_the_cache_works(
-    stor: CacheStor, server: redis.Redis
+    redis_stor: CacheStor, server: redis.Redis
 ) -> None:
-    square, _ = squares(stor, "cache/forked")
+    square, _ = squares(redis_stor, "cache/forked")
     for _ in range(3):
         callers = [threading.Thread(target=square, args=(n,)) for n in range(4)]
         for caller in callers:
             caller.start()
-        fork_child_calls(stor, square)  # while the threads take the client's pool lock
+        fork_child_calls(redis_stor, square)  # while the threads take the client's pool lock
         for caller in callers:
             caller.join()
 
@@ -590,16 +587,16 @@ def test_a_child_forked_during_an_outage_uses_the_server_once_back(
 ) -> None:
     own_redis_server.start()
     monkeypatch.setenv("MYCACHE_REDIS_URL", own_redis_server.url)
-    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    square, _ = squares(stor, "cache/outage")
+    redis_stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, _ = squares(redis_stor, "cache/outage")
     own_redis_server.stop()
     with capture_logs():
         square(9)  # the parent now waits for its probe
     own_redis_server.start()
-    fork_child_calls(stor, square)
+    fork_child_calls(redis_stor, square)
     with own_redis_server.client() as client:
         assert len(list(client.scan_iter("mycache:e:*"))) == 5  # the child stored its values
-    stor.close()
+    redis_stor.close()
 
 
 def test_a_cluster_that_cannot_be_reached_is_an_outage_not_an_error(
@@ -607,11 +604,11 @@ def test_a_cluster_that_cannot_be_reached_is_an_outage_not_an_error(
 ) -> None:
     monkeypatch.setenv("MYCACHE_REDIS_URL", f"redis://:S3cr3tPw@127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("MYCACHE_REDIS_CLUSTER", "true")
-    stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
-    square, runs = squares(stor, "cache/nocluster")
+    redis_stor = CacheStor(type_storage=TypeStorage.IN_REDIS)
+    square, runs = squares(redis_stor, "cache/nocluster")
     with capture_logs() as events:
         assert [square(n)[0] for n in range(10)] == [n * n for n in range(10)]
-    stor.close()
+    redis_stor.close()
     assert runs == list(range(10))
     assert [e["event"] for e in events] == ["my_cache.shared_cache_unreachable"]
     assert "S3cr3tPw" not in str(events)
@@ -620,22 +617,22 @@ def test_a_cluster_that_cannot_be_reached_is_an_outage_not_an_error(
 def test_a_cluster_setting_error_never_prints_the_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    env = {
+    redis_env = {
         "MYCACHE_TYPE_STORAGE": "in_redis",
         "MYCACHE_REDIS_CLUSTER": "true",
         "MYCACHE_REDIS_URL": "redis://:S3cr3tPw@cache.internal:6379/1",
     }
-    result = mycache("ls", cwd=tmp_path, **env)
+    result = mycache("ls", cwd=tmp_path, **redis_env)
     assert result.returncode == 1 and "database 0" in result.stderr
     assert "S3cr3tPw" not in result.stderr + result.stdout
 
 
 def test_cli_folder_is_a_name_not_a_local_path(
-    stor: CacheStor, server: redis.Redis, env: dict[str, str], tmp_path: Path
+    redis_stor: CacheStor, server: redis.Redis, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
-    square, _ = squares(stor, "reports")
+    square, _ = squares(redis_stor, "reports")
     square(1)
     (tmp_path / "reports").write_text("a local file of the same name")
-    result = mycache("ls", "--json", "--folder", "reports", cwd=tmp_path, **env)
+    result = mycache("ls", "--json", "--folder", "reports", cwd=tmp_path, **redis_env)
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 1

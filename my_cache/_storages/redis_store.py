@@ -412,7 +412,7 @@ def _parse_entry_name(name: str) -> tuple[str, str] | None:
 class RedisFolder(FolderStore):
     """The entries of one folder (a namespace) in Redis.
 
-    Process-safe and machine-safe: an entry is written in one command, and equivalent calls
+    Process-safe and machine-safe: an entry is written by one script, and equivalent calls
     in different processes compute once (``acquire``), others waiting up to the lock timeout.
     """
 

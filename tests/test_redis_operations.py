@@ -636,3 +636,19 @@ def test_cli_folder_is_a_name_not_a_local_path(
     result = mycache("ls", "--json", "--folder", "reports", cwd=tmp_path, **redis_env)
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 1
+
+
+def test_a_hash_with_an_entrys_fields_and_more_is_not_ours(
+    redis_stor: CacheStor, server: redis.Redis
+) -> None:
+    square, runs = squares(redis_stor, "cache/lookalike")
+    square(1)
+    (name,) = server.scan_iter("mycache:e:*")
+    lookalike = {b"d": b"MC\x03 theirs", b"f": b"m:f", b"a": b"", b"c": b"1", b"owner": b"them"}
+    server.delete(name)
+    server.hset(name, mapping=lookalike)
+    with capture_logs():
+        assert square(1)[0] == 1  # a miss, damaged or not: computed
+        square.cache_clear()
+    assert runs == [1, 1]
+    assert server.hgetall(name) == lookalike  # neither overwritten nor deleted

@@ -25,10 +25,16 @@ _VALUE, _ROWS, _EXPIRING = "mycache:value:", "mycache:rows:", "mycache:expiring:
 _NAME = re.compile(r"(.*?):([0-9a-f]{16}:[0-9a-f]{12}:.*)", re.DOTALL)
 
 
-def entries(server: _Server, folder: str | None) -> list[Entry]:
-    """The older entries (of ``folder``, or all) whose value is still stored."""
+def is_older(name: str) -> bool:
+    """Whether a key's name is that of an older entry's value."""
+    return name.startswith(_VALUE)
+
+
+def entries(server: _Server, names: Iterable[str], folder: str | None) -> list[Entry]:
+    """The older entries (of ``folder``, or all) among the keys ``names`` whose value is
+    still stored."""
     found = []
-    for name in server.scan(_VALUE + "*"):  # all of them: rare, and then once
+    for name in names:
         parsed = _NAME.fullmatch(name[len(_VALUE) :])
         if parsed is not None and (folder is None or parsed[1] == folder):
             found.append((name, parsed[1], parsed[2]))

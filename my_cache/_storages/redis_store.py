@@ -87,6 +87,7 @@ _IS_ENTRY = """
 local function is_entry(key)
   if redis.call('type', key).ok ~= 'hash' then return false end
   local count = redis.call('hlen', key)
+  if count == 5 and redis.call('hexists', key, 'x') == 0 then return false end
   if count ~= 4 and count ~= 5 then return false end
   for _, field in ipairs({'d', 'f', 'a', 'c'}) do
     if redis.call('hexists', key, field) == 0 then return false end
@@ -164,7 +165,6 @@ class _Server:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._prober: threading.Thread | None = None
         self._renewer: threading.Thread | None = None
 
     def after_fork(self) -> None:
@@ -244,10 +244,7 @@ class _Server:
             if self.down:
                 return
             self.down = True
-            self._prober = threading.Thread(
-                target=self._probe, name="my_cache-redis-probe", daemon=True
-            )
-            self._prober.start()
+            threading.Thread(target=self._probe, name="my_cache-redis-probe", daemon=True).start()
         _log.warning(
             "my_cache.shared_cache_unreachable",
             url=self.shown_url,
@@ -397,10 +394,6 @@ def _folder_part(folder: str) -> str:
     return quote(folder, safe="/._-~")
 
 
-def _glob_escaped(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 def _parse_entry_name(name: str) -> tuple[str, str] | None:
     """``(folder, key)`` of an entry's Redis key, None if it is not one."""
     if not (name.startswith(_ENTRY) and name.endswith("}")):
@@ -439,16 +432,13 @@ class RedisFolder(FolderStore):
 
     def _loaded(self, key: str, name: str, data: Any) -> Any:
         """The value of ``data``, the reply to HGET ``name`` d; MISSING if there is none."""
-        if isinstance(data, redis.ResponseError):  # not a hash: not ours, and left alone
-            self._server.warn_once_a_while(
-                self._folder, "my_cache.foreign_key", key=name, reason=self._server.said(data)
-            )
-            return MISSING
         if data is None:
             return MISSING
-        if not is_ours(data):  # another application's hash: a miss, left alone
+        if isinstance(data, redis.ResponseError) or not is_ours(data):
+            # Another application's key (not a hash, or a hash of other data): left alone.
+            reason = self._server.said(data) if isinstance(data, Exception) else "not ours"
             self._server.warn_once_a_while(
-                self._folder, "my_cache.foreign_key", key=name, reason="not a result of ours"
+                self._folder, "my_cache.foreign_key", key=name, reason=reason
             )
             return MISSING
         try:
@@ -508,11 +498,11 @@ class RedisFolder(FolderStore):
         return self._server.delete_names([self._entry(key) for key in keys])
 
     def keys(self) -> Iterator[str]:
-        """The keys of this folder's entries, found by a scan."""
-        pattern = f"{_ENTRY}{_glob_escaped(self._part)}:*"
-        for name in self._server.scan(pattern):
+        """The keys of this folder's entries, found by a scan (the folder part holds no glob
+        character: a pattern of it matches this folder only)."""
+        for name in self._server.scan(f"{_ENTRY}{self._part}:*"):
             parsed = _parse_entry_name(name)
-            if parsed is not None and parsed[0] == self._folder:
+            if parsed is not None:
                 yield parsed[1]
 
     def pauses(self) -> Iterator[float]:
@@ -586,22 +576,20 @@ class RedisBackend(Backend):
         return RedisFolder(folder, self._server)
 
     def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
-        if folder is None:
-            pattern = f"{_ENTRY}*"
-        else:
-            pattern = f"{_ENTRY}{_glob_escaped(_folder_part(folder))}:*"
-        found: list[Entry] = []
-        names_found = list(self._server.scan(pattern))
-        for start in range(0, len(names_found), _SCAN_BATCH):
-            found += self._server.describe(names_found[start : start + _SCAN_BATCH])
-        found += _legacy.entries(self._server, folder)
+        # One scan of the namespace for entries of both layouts: a SCAN walks the whole
+        # keyspace whatever its pattern. Only the names of ``folder`` are read further.
+        current, older = [], []
+        for name in self._server.scan(f"{NAMESPACE}*"):
+            parsed = _parse_entry_name(name)
+            if parsed is not None and (folder is None or parsed[0] == folder):
+                current.append(name)
+            elif _legacy.is_older(name):
+                older.append(name)
+        found = _legacy.entries(self._server, older, folder)
+        for start in range(0, len(current), _SCAN_BATCH):
+            found += self._server.describe(current[start : start + _SCAN_BATCH])
         return sorted(
-            (
-                entry
-                for entry in found
-                if (folder is None or entry.folder == folder)
-                and (function is None or names(entry.function, function))
-            ),
+            (entry for entry in found if function is None or names(entry.function, function)),
             key=lambda entry: (entry.folder, entry.function, entry.created, entry.key),
         )
 

@@ -652,3 +652,30 @@ def test_a_hash_with_an_entrys_fields_and_more_is_not_ours(
         square.cache_clear()
     assert runs == [1, 1]
     assert server.hgetall(name) == lookalike  # neither overwritten nor deleted
+
+
+def test_listings_and_clears_take_only_what_is_provably_an_entry(
+    redis_stor: CacheStor, server: redis.Redis, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    square, _ = squares(redis_stor, "a")
+    square(1)
+    # Another application's keys under the prefix: a name that is not UTF-8, a hash with an
+    # entry's fields and one more, one naming no function, and older-layout names of its own.
+    server.set(b"mycache:e:{a:\xff}", b"theirs")
+    extra = {b"d": b"MC\x03x", b"f": b"m:g", b"a": b"", b"c": b"1", b"y": b"theirs"}
+    server.hset("mycache:e:{a:k1}", mapping=extra)
+    unnamed = {b"d": b"MC\x03x", b"f": b"", b"a": b"", b"c": b"1"}
+    server.hset("mycache:e:{a:k}", mapping=unnamed)
+    server.set("mycache:value:a:k", b"OTHER APP DATA")
+    server.hset("mycache:rows:a", mapping={"k": "other", "keep": "1"})
+    for args in (("ls", "--json"), ("ls", "--json", "--folder", "a")):
+        result = mycache(*args, cwd=tmp_path, **redis_env)
+        assert result.returncode == 0, result.stderr
+        assert len(json.loads(result.stdout)) == 1  # square(1)'s entry only
+    result = mycache("clear", "--yes", cwd=tmp_path, **redis_env)
+    assert result.returncode == 0 and result.stdout.startswith("deleted 1 entries")
+    assert server.get(b"mycache:e:{a:\xff}") == b"theirs"
+    assert server.hgetall("mycache:e:{a:k1}") == extra
+    assert server.hgetall("mycache:e:{a:k}") == unnamed
+    assert server.get("mycache:value:a:k") == b"OTHER APP DATA"
+    assert server.hgetall("mycache:rows:a") == {b"k": b"other", b"keep": b"1"}

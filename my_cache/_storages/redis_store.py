@@ -325,7 +325,10 @@ class _Server:
         """Names of the keys matching ``pattern``, on every node of a cluster."""
         found = self.call(lambda client: list(client.scan_iter(match=pattern, count=_SCAN_BATCH)))
         for name in found:
-            yield name.decode("utf-8", "surrogateescape")
+            try:
+                yield name.decode()
+            except UnicodeDecodeError:  # not a name of ours: ours are text
+                continue
 
     def describe(self, names: list[str]) -> list[Entry]:
         """The entries these keys hold; keys that are not an entry of ours, or are gone, are
@@ -336,14 +339,19 @@ class _Server:
                 for name in names:
                     pipeline.hmget(name, *_FIELDS)
                     pipeline.hstrlen(name, "d")
+                    pipeline.hlen(name)
                 return cast(list[Any], pipeline.execute(raise_on_error=False))
 
         replies = self.call(read) if names else []
         entries = []
-        for name, fields, size in zip(names, replies[::2], replies[1::2], strict=True):
+        for name, fields, size, count in zip(
+            names, replies[::3], replies[1::3], replies[2::3], strict=True
+        ):
             parsed = _parse_entry_name(name)
             if parsed is None or isinstance(fields, Exception) or not isinstance(size, int):
                 continue  # a key of another type: not ours
+            if count != 4 + (fields[-1] is not None):
+                continue  # more fields than an entry's: not ours (as _IS_ENTRY says)
             entry = _entry(parsed, fields, size)
             if entry is not None:
                 entries.append(entry)
@@ -373,7 +381,9 @@ class _Server:
 def _entry(parsed: tuple[str, str], fields: list[bytes | None], size: int) -> Entry | None:
     """The Entry of a hash's fields, None if they are not an entry of ours."""
     function, arg_string, created, expires = fields
-    if function is None or arg_string is None or created is None or size == 0:
+    # An entry always names its function: one that does not is not ours (and would pass for
+    # an entry of the older layout, whose function is unknown).
+    if not function or arg_string is None or created is None or size == 0:
         return None
     try:
         return Entry(

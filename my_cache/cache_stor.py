@@ -39,6 +39,9 @@ class CacheStor:
         is_debug_log: log every hit, miss and write through structlog.
         serialiser: a ``Serialise`` instance or subclass, or ``"bin"``, ``"json"``,
             ``"msgpack"``.
+        size_limit: bytes each folder may hold (see the ``size_limit`` setting).
+        enabled: False turns caching off: every call runs its function, nothing is read or
+            written.
     """
 
     def __init__(
@@ -47,6 +50,9 @@ class CacheStor:
         type_storage: TypeStorage | str | None = None,
         is_debug_log: bool | None = None,
         serialiser: Serialise | type[Serialise] | str | None = None,
+        *,
+        size_limit: int | None = None,
+        enabled: bool | None = None,
     ) -> None:
         chosen_serialiser = _serialiser_instance(serialiser)
         settings = load_settings(
@@ -54,6 +60,8 @@ class CacheStor:
             type_storage=type_storage,
             is_debug_log=is_debug_log,
             serialiser=serialiser if isinstance(serialiser, str) else None,
+            size_limit=size_limit,
+            enabled=enabled,
         )
         self.db_file: str = settings.db_file
         self.type_storage: TypeStorage = settings.type_storage

@@ -157,7 +157,7 @@ def list_entries(
 def stats(db_file: str | None, config: str | None) -> None:
     """Entries and bytes per folder, and in total."""
     totals = open_backend(db_file, config).totals()
-    rows = [(folder, str(count), str(size)) for folder, count, size in totals]
+    rows = [(t.folder, str(t.entries), str(t.size)) for t in totals]
     rows.append(("total", str(sum(t[1] for t in totals)), str(sum(t[2] for t in totals))))
     click.echo(table(("FOLDER", "ENTRIES", "BYTES"), rows, None, numeric={"ENTRIES", "BYTES"}))
 

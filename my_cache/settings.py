@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         default=False,
         description="Log every hit, miss and write through structlog.",
     )
+    enabled: bool = Field(
+        default=True,
+        description="false turns caching off: every call runs its function, and nothing is "
+        "read or written (no file, folder or Redis connection is made).",
+    )
     serialiser: Annotated[
         SerialiserName,
         WithJsonSchema({"type": "string", "pattern": _any_case_pattern("bin", "json", "msgpack")}),
@@ -101,7 +106,9 @@ class Settings(BaseSettings):
     size_limit: int | None = Field(
         default=None,
         gt=0,
-        description="Bytes each in_disk folder may hold before the oldest entries are evicted; "
+        description="Bytes each folder may hold: in_disk its entries' stored size (the least "
+        "recently stored are evicted first), in_memory their pickled size (the least recently "
+        "used first). A larger value is returned, not stored. in_redis: Redis's maxmemory. "
         "none means no limit and no eviction.",
     )
 

@@ -98,6 +98,8 @@ _ENTRIES = (
 )
 _NAMES = "SELECT generation, name FROM mycache_names"
 _TOTALS = f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM Cache WHERE {_LIVE}"
+# diskcache keeps the settings a store was last opened with in its Settings table.
+_LIMIT = "SELECT key, value FROM Settings WHERE key IN ('size_limit', 'eviction_policy')"
 _KEYS_FROM = "SELECT key FROM Cache WHERE key >= :low AND key < :high AND raw = 1"
 
 
@@ -156,10 +158,15 @@ def entries(connection: sqlite3.Connection) -> list[EntryRow]:
     ]
 
 
-def totals(connection: sqlite3.Connection) -> tuple[int, int]:
-    """How many live entries there are, and their bytes."""
+def totals(connection: sqlite3.Connection) -> tuple[int, int, int | None]:
+    """How many live entries there are, their bytes, and the store's size limit (None when
+    it evicts nothing)."""
     rows = _query(connection, _TOTALS, {"now": time.time()})
-    return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+    settings = dict(_query(connection, _LIMIT, {}))
+    limit = settings.get("size_limit")
+    if settings.get("eviction_policy", "none") == "none" or not isinstance(limit, int):
+        limit = None
+    return (int(rows[0][0]), int(rows[0][1]), limit) if rows else (0, 0, limit)
 
 
 def stored_as_text(connection: sqlite3.Connection, keys: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from xxhash import xxh3_64_intdigest
 
@@ -70,6 +70,17 @@ class Entry:
     size: int
     created: float
     expires: float | None
+
+
+class FolderTotals(NamedTuple):
+    """One folder's use, as ``mycache stats`` shows it."""
+
+    folder: str
+    entries: int
+    size: int
+    """Bytes of its entries' stored values."""
+    limit: int | None
+    """Its ``size_limit`` in bytes, None when it has none."""
 
 
 class FolderStore(ABC):
@@ -174,13 +185,13 @@ class Backend(ABC):
         Catalogue rows whose data is gone (expired, evicted, deleted) are dropped.
         """
 
-    def totals(self, folder: str | None = None) -> list[tuple[str, int, int]]:
-        """``(folder, entries, bytes)`` of each folder holding live entries, in path order."""
+    def totals(self, folder: str | None = None) -> list[FolderTotals]:
+        """The use of each folder holding live entries, in path order."""
         counted: dict[str, tuple[int, int]] = {}
         for entry in self.entries(folder):
             count, size = counted.get(entry.folder, (0, 0))
             counted[entry.folder] = (count + 1, size + entry.size)
-        return [(name, *counted[name]) for name in sorted(counted)]
+        return [FolderTotals(name, *counted[name], None) for name in sorted(counted)]
 
     @abstractmethod
     def delete_entries(self, entries: Iterable[Entry]) -> int:

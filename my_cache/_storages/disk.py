@@ -31,6 +31,7 @@ from my_cache._storages.base import (
     Deferred,
     Entry,
     FolderStore,
+    FolderTotals,
     ForeignPath,
     StoreUnavailable,
     dump_result,
@@ -447,9 +448,10 @@ class DiskFolder(FolderStore):
         rows = self._reading(table.entries, no_rows)
         return [Entry(self.folder, *row) for row in rows]
 
-    def totals(self) -> tuple[int, int]:
-        """How many live entries there are, and their bytes."""
-        return self._reading(table.totals, (0, 0))
+    def totals(self) -> tuple[int, int, int | None]:
+        """How many live entries there are, their bytes, and the store's size limit."""
+        nothing: tuple[int, int, int | None] = (0, 0, None)
+        return self._reading(table.totals, nothing)
 
     @_between_forks
     def _reading(self, query: Callable[[sqlite3.Connection], T], empty: T) -> T:
@@ -510,17 +512,17 @@ class DiskBackend(Backend):
         found.sort(key=lambda entry: (entry.created, entry.folder, entry.key))
         return found
 
-    def totals(self, folder: str | None = None) -> list[tuple[str, int, int]]:
+    def totals(self, folder: str | None = None) -> list[FolderTotals]:
         counted = []
         for store in self._stores(folder):
             try:
-                count, size = store.totals()
+                count, size, limit = store.totals()
             except StoreUnavailable:
                 continue  # not ours to read: warned of
             finally:
                 store.close()
             if count:
-                counted.append((store.folder, count, size))
+                counted.append(FolderTotals(store.folder, count, size, limit))
         return counted
 
     def delete_entries(self, entries: Iterable[Entry]) -> int:

@@ -7,12 +7,13 @@ import concurrent.futures
 import functools
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
-from my_cache._decorator import FunctionCache
+from my_cache._decorator import FunctionCache, run_refused
 from my_cache._flight import AsyncFlights
+from my_cache._keys import RefusedCall
 from my_cache._storages.base import MISSING, WAIT, Deferred
-from my_cache._types import CachedFunction
+from my_cache._types import AsyncCachedFunction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -23,13 +24,10 @@ async def load(cached: FunctionCache, key: str) -> Any:
 
     As for sync lookups, a store that fails is warned of and makes a miss.
     """
-    started = time.perf_counter()
     value = cached.guarded(lambda: cached.store().fetch(key), "my_cache.read_failed", MISSING)
     if isinstance(value, Deferred):
         load = functools.partial(cached.guarded, value.load, "my_cache.read_failed", MISSING)
         value = await asyncio.wrap_future(cached.stor._reader.submit(load))
-    if value is not MISSING and cached.stor.is_debug_log:
-        cached.debug("my_cache.hit", key, started, source="store")
     return value
 
 
@@ -64,24 +62,31 @@ def _release_if_taken(
 
 def async_wrapper(
     cached: FunctionCache, func: Callable[P, Coroutine[Any, Any, R]]
-) -> CachedFunction[P, Coroutine[Any, Any, R]]:
+) -> AsyncCachedFunction[P, R]:
     stor = cached.stor
     flights: AsyncFlights[R] = AsyncFlights(cached.function)
     writer = stor._writer
 
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        key = cached.key(args, kwargs)
+        try:
+            key = cached.key(args, kwargs)
+        except RefusedCall:
+            return await run_refused(func, args, kwargs)
         cached.calls += 1
         slot = (cached.folder, key)
         value = writer.buffered(slot)
         if value is not MISSING:
-            if stor.is_debug_log:
-                cached.debug("my_cache.hit", key, time.perf_counter(), source="buffer")
+            cached.hit(key, time.perf_counter(), "buffer")
             return value  # type: ignore[no-any-return]
+        if not stor.enabled:  # caching is off: every call runs, none waits for another
+            cached.misses += 1
+            return await func(*args, **kwargs)
+        started = time.perf_counter()
 
         async def load_or_compute() -> R:
             value = await load(cached, key)
             if value is not MISSING:
+                cached.hit(key, started, "store")
                 return value  # type: ignore[no-any-return]
             # A store shared between processes may make the caller wait for another
             # process's computation: that waiting, and the lock's release, happen off the loop.
@@ -89,28 +94,67 @@ def async_wrapper(
             if shared:
                 value = await acquire(cached, key)
                 if value is not MISSING:  # another process computed it meanwhile
+                    cached.hit(key, started, "other process")
                     return value  # type: ignore[no-any-return]
-            started = time.perf_counter()
-            cached.misses += 1
             try:
-                result = await func(*args, **kwargs)
+                return await run_and_store(key, args, kwargs, release=shared)
             except BaseException:
                 if shared:
                     stor._locker.submit(cached.release, key)
                 raise
 
-            def write(queue_depth: int) -> str | None:
-                try:
-                    return cached.store_result(key, args, kwargs, result, queue_depth=queue_depth)
-                finally:
-                    if shared:  # once the value is stored, for other processes to find
-                        cached.release(key)
+        return await flights.run(
+            key, load_or_compute, lambda: cached.hit(key, started, "other task")
+        )
 
-            writer.submit(slot, result, write)
-            if stor.is_debug_log:
-                cached.debug("my_cache.miss", key, started, queue_depth=writer.queue_depth)
-            return result
+    async def run_and_store(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, release: bool
+    ) -> R:
+        """Run the coroutine; its result is written in the background (and the key's lock,
+        if ``release``, released once it is stored, for other processes to find it)."""
+        started = time.perf_counter()
+        cached.misses += 1
+        result = await func(*args, **kwargs)
 
-        return await flights.run(key, load_or_compute)
+        def write(queue_depth: int) -> str | None:
+            try:
+                return cached.store_result(key, args, kwargs, result, queue_depth=queue_depth)
+            finally:
+                if release:
+                    cached.release(key)
 
-    return cached.controls(wrapper, func)
+        writer.submit((cached.folder, key), result, write)
+        if stor.is_debug_log:
+            cached.debug("my_cache.miss", key, started, queue_depth=writer.queue_depth)
+        return result
+
+    async def is_cached(*args: P.args, **kwargs: P.kwargs) -> bool:
+        """Whether a call with these arguments would be a hit now (a stored value is read
+        and verified; nothing is counted or logged as a hit)."""
+        key = cached.key(args, kwargs)
+        if writer.buffered((cached.folder, key)) is not MISSING:
+            return True
+        return await load(cached, key) is not MISSING
+
+    async def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
+        """Await the coroutine whatever is stored, store its result in place of the entry
+        (in the background, as a miss's), and return it; counted as a call and a miss."""
+        try:
+            key = cached.key(args, kwargs)
+        except RefusedCall:
+            return await run_refused(func, args, kwargs)
+        cached.calls += 1
+        # Writes of this key still queued would land after ours and undo the refresh.
+        await writer.settled()
+        return await run_and_store(key, args, kwargs, release=False)
+
+    async def store(value: R, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Store ``value`` as the result of this call, as if the coroutine had returned it;
+        written when this returns; CacheStoreError if the store cannot."""
+        await writer.settled()
+        await asyncio.wrap_future(writer.run(lambda: cached.put(args, kwargs, value)))
+
+    return cast(
+        AsyncCachedFunction[P, R],
+        cached.controls(wrapper, func, is_cached=is_cached, refresh=refresh, store=store),
+    )

@@ -126,6 +126,25 @@ class FunctionCache:
             self.debug("my_cache.hit", key, started)
         return value
 
+    def peek(self, key: str) -> Any:
+        """The stored value or MISSING, as ``lookup`` finds it, but logged as no hit."""
+        return self.guarded(lambda: self.store().get(key), "my_cache.read_failed", MISSING)
+
+    def write(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        """Store ``value`` as the result of the call ``key`` was made from; raises
+        UnstorableResult, StoreUnavailable or the store's own error when it cannot."""
+
+        def arg_string() -> str:
+            return self.stor.serialiser._describe(*self._normalise(args, kwargs))
+
+        self.store().set(
+            key,
+            value,
+            function=self.function,
+            arg_string=arg_string,
+            expire=self.stor._default_expire if self.expire is None else self.expire,
+        )
+
     def store_result(
         self,
         key: str,
@@ -139,18 +158,8 @@ class FunctionCache:
         event.
         """
         started = time.perf_counter()
-
-        def arg_string() -> str:
-            return self.stor.serialiser._describe(*self._normalise(args, kwargs))
-
         try:
-            self.store().set(
-                key,
-                value,
-                function=self.function,
-                arg_string=arg_string,
-                expire=self.stor._default_expire if self.expire is None else self.expire,
-            )
+            self.write(key, args, kwargs, value)
         except UnstorableResult as error:
             return self.warn("my_cache.unstorable_result", str(error))
         except StoreUnavailable as error:  # warned of by the store
@@ -161,6 +170,15 @@ class FunctionCache:
         if self.stor.is_debug_log:
             self.debug("my_cache.write", key, started, **fields)
         return None
+
+    def put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        """``f.store(value, *args, **kwargs)``: an explicit write, so a failure raises
+        CacheStoreError rather than being warned of."""
+        key = self.key(args, kwargs)
+        started = time.perf_counter()
+        self.managed("store a value of", lambda: self.write(key, args, kwargs, value))
+        if self.stor.is_debug_log:
+            self.debug("my_cache.write", key, started, source="store")
 
     def guarded(self, operation: Callable[[], T], event: str, fallback: T) -> T:
         """``operation()``, a store operation; if the store fails, ``fallback``, warned of as
@@ -240,15 +258,24 @@ class FunctionCache:
         except Exception as error:
             reason = (
                 str(error)
-                if isinstance(error, StoreUnavailable)
+                if isinstance(error, StoreUnavailable | UnstorableResult)
                 else (f"{type(error).__name__}: {error}")
             )
             raise CacheStoreError(
                 f"cannot {action} {self.function} in {self.folder}: {reason}"
             ) from error
 
-    def controls(self, wrapper: Callable[P, R], func: Callable[P, R]) -> CachedFunction[P, R]:
-        """``wrapper`` with ``cache_info``, ``cache_clear`` and ``invalidate`` attached."""
+    def hit(self, key: str, started: float, source: str) -> None:
+        """Log a hit found elsewhere than by ``lookup`` (another thread's or process's
+        computation), so that the log agrees with ``cache_info()``."""
+        if self.stor.is_debug_log:
+            self.debug("my_cache.hit", key, started, source=source)
+
+    def controls(
+        self, wrapper: Callable[P, R], func: Callable[P, R], **per_call: Callable[..., Any]
+    ) -> CachedFunction[P, R]:
+        """``wrapper`` with ``cache_info``, ``cache_clear`` and ``invalidate`` attached, and
+        the decorator's own ``per_call`` controls (``is_cached``, ``refresh``, ``store``)."""
 
         def invalidate(*args: P.args, **kwargs: P.kwargs) -> bool:
             return self.invalidate(args, kwargs)
@@ -261,7 +288,20 @@ class FunctionCache:
         controlled.cache_info = self.info
         controlled.cache_clear = self.clear
         controlled.invalidate = invalidate
+        for name, control in per_call.items():
+            control.__qualname__ = f"{wrapper.__qualname__}.{name}"
+            setattr(controlled, name, control)
         return cast(CachedFunction[P, R], controlled)
+
+
+def run_refused(func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """Run a call that key-making found the function would refuse: Python then raises the
+    function's own TypeError, worded as on this Python, as if it were not decorated. (Should
+    the function take the call after all, its result is returned, uncached.)"""
+    try:
+        return func(*args, **kwargs)
+    except TypeError as error:
+        raise error from None  # not chained to the refusal found while making the key
 
 
 def _check_encode_takes(serialiser: Serialise, func: Callable[..., Any], name: str) -> None:
@@ -283,12 +323,19 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
     flights: ThreadFlights[R] = ThreadFlights(cached.function)
 
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        key = cached.key(args, kwargs)
+        try:
+            key = cached.key(args, kwargs)
+        except RefusedCall:
+            return run_refused(func, args, kwargs)
         cached.calls += 1
         landed = flights.landed
         value = cached.lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
+        if not stor.enabled:  # caching is off: every call runs, none waits for another
+            cached.misses += 1
+            return func(*args, **kwargs)
+        started = time.perf_counter()
 
         def compute() -> R:
             # A flight that landed since our lookup may have stored this very key.
@@ -298,18 +345,42 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
                     return value  # type: ignore[no-any-return]
             value = cached.acquire(key)
             if value is not MISSING:  # another process computed it meanwhile
+                cached.hit(key, started, "other process")
                 return value  # type: ignore[no-any-return]
             try:
-                started = time.perf_counter()
-                cached.misses += 1
-                result = func(*args, **kwargs)
-                if stor.is_debug_log:
-                    cached.debug("my_cache.miss", key, started)
-                cached.store_result(key, args, kwargs, result)
+                return run_and_store(key, args, kwargs)
             finally:
                 cached.release(key)
-            return result
 
-        return flights.run(key, compute)
+        return flights.run(key, compute, lambda: cached.hit(key, started, "other thread"))
 
-    return cached.controls(wrapper, func)
+    def run_and_store(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        started = time.perf_counter()
+        cached.misses += 1
+        result = func(*args, **kwargs)
+        if stor.is_debug_log:
+            cached.debug("my_cache.miss", key, started)
+        cached.store_result(key, args, kwargs, result)
+        return result
+
+    def is_cached(*args: P.args, **kwargs: P.kwargs) -> bool:
+        """Whether a call with these arguments would be a hit now (the stored value is read
+        and verified; nothing is counted or logged as a hit)."""
+        return cached.peek(cached.key(args, kwargs)) is not MISSING
+
+    def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function whatever is stored, store its result in place of the entry, and
+        return it; counted as a call and a miss."""
+        try:
+            key = cached.key(args, kwargs)
+        except RefusedCall:
+            return run_refused(func, args, kwargs)
+        cached.calls += 1
+        return run_and_store(key, args, kwargs)
+
+    def store(value: R, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Store ``value`` as the result of this call, as if the function had returned it;
+        CacheStoreError if the store cannot (a value that cannot be pickled included)."""
+        cached.put(args, kwargs, value)
+
+    return cached.controls(wrapper, func, is_cached=is_cached, refresh=refresh, store=store)

@@ -45,7 +45,9 @@ class ThreadFlights(Generic[R]):
         self._lock = threading.Lock()
         self._flights = {}
 
-    def run(self, key: str, compute: Callable[[], R]) -> R:
+    def run(self, key: str, compute: Callable[[], R], shared: Callable[[], None]) -> R:
+        """``compute()``'s value, or that of the same key's computation running meanwhile
+        in another thread: then ``shared()`` is called."""
         while True:
             with self._lock:
                 flight = self._flights.get(key)
@@ -67,6 +69,7 @@ class ThreadFlights(Generic[R]):
             with flight.done:  # until the computation ends
                 pass
             if flight.succeeded:
+                shared()
                 return flight.value  # type: ignore[no-any-return]
 
 
@@ -85,7 +88,11 @@ class AsyncFlights(Generic[R]):
         self._name = name
         self._flights: dict[str, tuple[asyncio.Future[Any], asyncio.Task[Any] | None]] = {}
 
-    async def run(self, key: str, compute: Callable[[], Awaitable[R]]) -> R:
+    async def run(
+        self, key: str, compute: Callable[[], Awaitable[R]], shared: Callable[[], None]
+    ) -> R:
+        """``await compute()``'s value, or that of the same key's computation awaited
+        meanwhile by another task: then ``shared()`` is called."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         while True:
@@ -97,6 +104,7 @@ class AsyncFlights(Generic[R]):
                 raise RecursionError(f"{self._name}() awaits itself with the same arguments")
             value = await asyncio.shield(future)
             if value is not _FAILED:
+                shared()
                 return value  # type: ignore[no-any-return]
         # Another event loop (another thread) may hold a flight for this key: this loop's
         # computation then runs on its own, unregistered.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 P = ParamSpec("P")
 Q = ParamSpec("Q")
-R = TypeVar("R", covariant=True)
+# Invariant: store(value) takes what the function returns.
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 S = TypeVar("S")
 T = TypeVar("T")
 
@@ -28,21 +30,11 @@ class CacheInfo(NamedTuple):
     misses: int
 
 
-class CachedFunction(Protocol[P, R]):
-    """A function decorated by ``cache`` or ``cache_async``: call it as the original.
-
-    ``cache_info()``, ``cache_clear()`` and ``invalidate(...)`` act on this function's
-    entries only. On a method, reach them through the class and pass the instance:
-    ``Class.method.invalidate(obj, x)``.
-    """
+class _Controls(Protocol[P]):
+    """The controls every decorated function has, sync or async."""
 
     __name__: str
     __qualname__: str
-
-    @property
-    def __wrapped__(self) -> Callable[P, R]: ...
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses so far, as ``functools.lru_cache`` reports them."""
@@ -58,6 +50,33 @@ class CachedFunction(Protocol[P, R]):
         cannot."""
         ...
 
+
+class CachedFunction(_Controls[P], Protocol[P, R]):
+    """A function decorated by ``cache``: call it as the original.
+
+    ``cache_info()``, ``cache_clear()`` and ``invalidate(...)`` act on this function's
+    entries only; ``is_cached(...)``, ``refresh(...)`` and ``store(value, ...)`` on the entry
+    of one call (equivalent calls are one entry). On a method, reach them through the class
+    and pass the instance: ``Class.method.invalidate(obj, x)``.
+    """
+
+    @property
+    def __wrapped__(self) -> Callable[P, R]: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def is_cached(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Whether this call would be a hit now; nothing is counted."""
+        ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function, store its result in place of this call's entry, return it."""
+        ...
+
+    def store(self, value: R, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Store ``value`` as this call's result; CacheStoreError if the store cannot."""
+        ...
+
     @overload
     def __get__(self, instance: None, owner: type[Any]) -> CachedFunction[P, R]: ...
 
@@ -67,10 +86,42 @@ class CachedFunction(Protocol[P, R]):
     ) -> BoundCachedFunction[Q, T]: ...
 
 
-class BoundCachedFunction(Protocol[P, R]):
+class AsyncCachedFunction(_Controls[P], Protocol[P, R]):
+    """An ``async def`` function decorated by ``cache_async``: await it as the original.
+    Its controls are those of CachedFunction; ``is_cached``, ``refresh`` and ``store`` are
+    coroutine functions."""
+
+    @property
+    def __wrapped__(self) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+    async def is_cached(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Whether this call would be a hit now; nothing is counted."""
+        ...
+
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await the coroutine, store its result in place of this call's entry, return it."""
+        ...
+
+    async def store(self, value: R, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Store ``value`` as this call's result, written when this returns;
+        CacheStoreError if the store cannot."""
+        ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> AsyncCachedFunction[P, R]: ...
+
+    @overload
+    def __get__(
+        self: AsyncCachedFunction[Concatenate[S, Q], T], instance: S, owner: type[Any]
+    ) -> BoundCachedFunction[Q, Coroutine[Any, Any, T]]: ...
+
+
+class BoundCachedFunction(Protocol[P, R_co]):
     """A decorated method reached through an instance."""
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     def cache_info(self) -> CacheInfo: ...
 

@@ -12,12 +12,14 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from my_cache import _log
 from my_cache._fork import renew_after_fork
 from my_cache._storages.base import MISSING
 from my_cache._threads import StartedPool
+
+T = TypeVar("T")
 
 _REASONS_KEPT = 5
 
@@ -80,6 +82,18 @@ class BackgroundWriter:
             future = self._pool.submit(self._run, slot, value, write)
             self._pending.add(future)
         future.add_done_callback(self._finished)
+
+    def run(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``job`` on the pool, unbuffered and untracked: its outcome is the future's."""
+        return self._pool.submit(job)
+
+    async def settled(self) -> None:
+        """Wait for every write submitted so far, without raising their failures (those
+        stay for ``join()``)."""
+        with self._lock:
+            waiting = list(self._pending)
+        if waiting:
+            await asyncio.wait([asyncio.wrap_future(f) for f in waiting])
 
     def _run(self, slot: Slot, value: Any, write: WriteJob) -> None:
         try:

@@ -7,6 +7,7 @@ import gc
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -16,11 +17,12 @@ from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._identity import Target, take_apart
 from my_cache._storages import BACKENDS
 from my_cache._storages.base import Backend, FolderStore
+from my_cache._storages.null import NullBackend
 from my_cache._threads import StartedPool
-from my_cache._types import CachedFunction
+from my_cache._types import AsyncCachedFunction, CachedFunction
 from my_cache._writer import BackgroundWriter
 from my_cache.serialisers import SERIALISERS, Serialise
-from my_cache.settings import TypeStorage, load_settings
+from my_cache.settings import Settings, TypeStorage, load_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,9 +73,12 @@ class CacheStor:
             raise ValueError(
                 "CacheStor: db_file is empty, but TypeStorage.IN_DISK needs it for its catalogue"
             )
+        self.enabled: bool = settings.enabled
+        """False: caching is off (see the ``enabled`` setting)."""
         self._settings = settings
         self._default_expire = settings.expire
-        self._stores = _OpenStores(BACKENDS[self.type_storage](settings))
+        backend = BACKENDS[self.type_storage](settings) if self.enabled else NullBackend()
+        self._stores = _OpenStores(backend)
         self._persistent_stores: _OpenStores | None = None
         self._writer = BackgroundWriter(settings.max_workers, lambda: self.is_debug_log)
         # One thread reads large cache_async hits: on two cores, more only fight over the GIL
@@ -84,6 +89,10 @@ class CacheStor:
         self._locker = StartedPool(4, "my_cache-locker")
         self._lock = threading.Lock()
         renew_after_fork(self)
+        with _live_lock:
+            _live.add(self)
+            for redirect in _on_create:
+                redirect(self)
 
     def after_fork(self) -> None:
         """A forked child gets its own lock (its pools and stores renew themselves)."""
@@ -145,7 +154,7 @@ class CacheStor:
         expire: float | None = None,
         ignore: Iterable[str] = (),
         version: str | int | None = None,
-    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], CachedFunction[P, Coroutine[Any, Any, R]]]:
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], AsyncCachedFunction[P, R]]:
         """Decorate an ``async def`` function so its results are stored on disk under ``folder``.
 
         Results always persist (in IN_DISK's stores even when ``type_storage`` is IN_MEMORY)
@@ -158,9 +167,7 @@ class CacheStor:
         path = self._open_persistent_stores().backend.folder_name(_folder_path(folder))
 
         @_through_descriptors
-        def decorate(
-            func: Callable[P, Coroutine[Any, Any, R]],
-        ) -> CachedFunction[P, Coroutine[Any, Any, R]]:
+        def decorate(func: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCachedFunction[P, R]:
             target = take_apart(func)
             if not _is_async(target):
                 raise TypeError(
@@ -220,6 +227,34 @@ class CacheStor:
         finally:
             self.close()
 
+    def _redirect(
+        self, make: Callable[[Backend, Settings], Backend], enabled: bool | None
+    ) -> Callable[[], None]:
+        """For my_cache.testing: use the backends ``make(own, settings)`` gives in place of
+        this cache's own (``enabled`` too, unless None) until the returned function is
+        called. Writes in flight land first, each where it was meant to."""
+        self._writer.flush()
+        try:
+            # Made now, not inside, so cache_async never opens the real one meanwhile.
+            persistent: _OpenStores | None = self._open_persistent_stores()
+        except ValueError:
+            persistent = None  # no db_file: cache_async cannot be used anyway
+        swapped = (
+            [self._stores] if persistent in (None, self._stores) else [self._stores, persistent]
+        )
+        previous = [stores.use(make(stores.backend, self._settings)) for stores in swapped]
+        was_enabled = self.enabled
+        if enabled is not None:
+            self.enabled = enabled
+
+        def restore() -> None:
+            self._writer.flush()
+            for stores, (backend, opened) in zip(swapped, previous, strict=True):
+                close_all(*stores.use(backend, opened))
+            self.enabled = was_enabled
+
+        return restore
+
     def _open_persistent_stores(self) -> _OpenStores:
         """The stores that outlive the process: this CacheStor's own when its backend is
         persistent, else IN_DISK's on ``db_file`` (for cache_async and the CLI)."""
@@ -248,6 +283,13 @@ class CacheStor:
         )
 
 
+# Every CacheStor alive, and what to do with each one made from now on: my_cache.testing
+# points them all at other stores for a while.
+_live: weakref.WeakSet[CacheStor] = weakref.WeakSet()
+_on_create: list[Callable[[CacheStor], None]] = []
+_live_lock = threading.RLock()
+
+
 # Each open IN_DISK store holds SQLite descriptors: three per connection, a connection for
 # reads and one per writing thread. A program with a folder per function would run out of
 # them (a soft limit of 1024 is common), and its own open() calls would fail. Past this many
@@ -273,6 +315,15 @@ class _OpenStores:
             keep_unclosed(self._stores)
             self._stores = {}
         self._lock = threading.Lock()
+
+    def use(self, backend: Backend, stores: dict[str, FolderStore] | None = None) -> Opened:
+        """Open stores from ``backend`` from now on (``stores``: those open already). Returns
+        the backend and stores used until now, still open: for ``use`` to put back (an
+        in-memory store's values live in its store object), or for the caller to close."""
+        with self._lock:
+            previous = (self.backend, self._stores)
+            self.backend, self._stores = backend, {} if stores is None else stores
+        return previous
 
     def open(self, folder: str) -> FolderStore:
         store = self._stores.get(folder)
@@ -320,9 +371,17 @@ class _OpenStores:
     def close(self) -> None:
         with self._lock:
             stores, self._stores = self._stores, {}
-        for store in stores.values():
-            store.close()
-        self.backend.close()
+        close_all(self.backend, stores)
+
+
+Opened = tuple[Backend, dict[str, FolderStore]]
+"""A backend and its stores open now."""
+
+
+def close_all(backend: Backend, stores: dict[str, FolderStore]) -> None:
+    for store in stores.values():
+        store.close()
+    backend.close()
 
 
 def _serialiser_instance(serialiser: object) -> Serialise | None:

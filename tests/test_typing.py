@@ -37,18 +37,32 @@ USER_CODE = '''
     body: str = Client().get("/x")
     Client.get.invalidate(Client(), "/x")
 
+    cached: bool = fetch.is_cached("https://example.org", retries=1)
+    fresh: bytes = fetch.refresh("https://example.org")
+    fetch.store(b"page", "https://example.org", retries=2)
+    Client.get.store("body", Client(), "/x")
+
     async def main() -> None:
         value: int = await square(3)
+        known: bool = await square.is_cached(3)
+        again: int = await square.refresh(3)
+        await square.store(9, 3)
 
     fetch(42)  # error: arg-type
     fetch("u", retry=1)  # error: call-arg
     text: str = fetch("u")  # error: assignment
     fetch.invalidate(b"u")  # error: arg-type
     Client().get(3)  # error: arg-type
+    fetch.store("page", "u")  # error: arg-type
+    fetch.store(b"page", 3)  # error: arg-type
+    fetch.is_cached("u", tries=1)  # error: call-arg
+    late: bytes = fetch.is_cached("u")  # error: assignment
 
     async def wrong() -> None:
         name: str = await square(3)  # error: assignment
         await square("3")  # error: arg-type
+        await square.store("9", 3)  # error: arg-type
+        flag: int = await square.refresh("3")  # error: arg-type
 '''
 
 

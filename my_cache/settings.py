@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import threading
 import tomllib
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -19,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from my_cache import _log
 from my_cache._secrets import masked_url, redis_url_problem
 
 ENV_PREFIX = "MYCACHE_"
@@ -64,7 +67,8 @@ class Settings(BaseSettings):
 
     db_file: str = Field(
         default="cache/my.db",
-        description="The catalogue: an SQLite file listing every IN_DISK folder.",
+        description="The catalogue: an SQLite file listing every IN_DISK folder. ~ and "
+        "$VARIABLE or ${VARIABLE} are expanded; an undefined variable is left as written.",
     )
     type_storage: Annotated[
         TypeStorage,
@@ -147,6 +151,11 @@ class Settings(BaseSettings):
         "database 0); entries spread over its nodes, and listings and clears reach them all.",
     )
 
+    @field_validator("db_file")
+    @classmethod
+    def _expand_db_file(cls, value: str) -> str:
+        return expand_path(value)
+
     @field_validator("redis_cluster")
     @classmethod
     def _cluster_url(cls, value: bool, info: ValidationInfo) -> bool:
@@ -200,6 +209,37 @@ class _TomlSource(TomlConfigSettingsSource):
             return super()._read_file(file_path)
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"{file_path} is not valid TOML: {error}") from error
+        except UnicodeDecodeError as error:
+            # Python's own message names neither the file nor the line.
+            line = error.object[: error.start].count(b"\n") + 1
+            byte = error.object[error.start]
+            raise SettingsError(
+                f"{file_path} is not UTF-8, as TOML must be: line {line} has byte "
+                f"0x{byte:02x}; save the file as UTF-8"
+            ) from None
+
+
+def expand_path(path: str, *, on_disk: bool = True) -> str:
+    """``path`` with ``~``, ``~user``, ``$VARIABLE`` and ``${VARIABLE}`` expanded, as a shell
+    would. An undefined variable or unknown user is left as written: guessing would put the
+    cache somewhere nobody asked for.
+
+    ``on_disk``: the path names something on disk. A path that changes on expansion but
+    exists as written (a ``~`` folder made by an older my_cache, a name with a ``$``) is
+    warned of once, since the expanded path is used and whatever is there is left behind.
+    """
+    expanded = os.path.expanduser(os.path.expandvars(path))
+    if on_disk and expanded != path and os.path.lexists(path):
+        literal = os.path.abspath(path)
+        if _first_time(f"path {literal}"):
+            _log.warning(
+                "my_cache.path_expanded",
+                path=path,
+                expanded=expanded,
+                reason=f"{literal} exists, but ~ and $VARIABLES in paths are expanded: "
+                f"{expanded} is used instead; move {literal} there to keep using it",
+            )
+    return expanded
 
 
 # The file ``load_settings(config=...)`` reads, while it reads it.
@@ -211,13 +251,15 @@ def config_file() -> Path:
     ``$MYCACHE_CONFIG``, else ``./mycache.toml``."""
     chosen = _chosen_config.get()
     if chosen is not None:
-        return Path(chosen)
+        return Path(expand_path(chosen))
     named = os.environ.get(CONFIG_ENV_VAR)
     if not named:
         return Path(DEFAULT_CONFIG_FILE)
-    path = Path(named)
+    path = Path(expand_path(named))
     if not path.is_file():
-        raise SettingsError(f"{CONFIG_ENV_VAR} names {path}, which is not a file")
+        # Both spellings: the expanded one shows a variable that was not set, or set wrong.
+        shown = named if str(path) == named else f"{named} ({path})"
+        raise SettingsError(f"{CONFIG_ENV_VAR} names {shown}, which is not a file")
     return path
 
 
@@ -228,6 +270,7 @@ def load_settings(config: str | None = None, **explicit: Any) -> Settings:
     Raises SettingsError naming the field and its source when a value is invalid.
     """
     given = {name: value for name, value in explicit.items() if value is not None}
+    _warn_of_unknown_variables()
     token = _chosen_config.set(config)
     try:
         return Settings(**given)
@@ -235,6 +278,42 @@ def load_settings(config: str | None = None, **explicit: Any) -> Settings:
         raise SettingsError(_describe(error, given)) from None
     finally:
         _chosen_config.reset(token)
+
+
+# What has been warned of in this process: an application creating many CacheStors, or a
+# long-lived one, would otherwise repeat the same warning on every one.
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _first_time(subject: str) -> bool:
+    with _warned_lock:
+        if subject in _warned:
+            return False
+        _warned.add(subject)
+        return True
+
+
+def _warn_of_unknown_variables() -> None:
+    """Warn of each ``MYCACHE_*`` variable that is no setting: a typo is ignored otherwise,
+    while the same typo in mycache.toml is an error."""
+    known = {field.upper() for field in Settings.model_fields}
+    known.add(CONFIG_ENV_VAR.removeprefix(ENV_PREFIX))
+    for variable in os.environ:
+        # Case-insensitive, as pydantic-settings reads them.
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX):
+            continue
+        suffix = name.removeprefix(ENV_PREFIX)
+        if suffix in known or not _first_time(f"variable {variable}"):
+            continue
+        # Compared without the prefix, which every name shares and would make any two close.
+        close = difflib.get_close_matches(suffix, sorted(known), n=1)
+        reason = "not a my_cache setting, ignored"
+        if close:
+            reason += f"; did you mean {ENV_PREFIX}{close[0]}?"
+        # The value is never shown: a misspelt MYCACHE_REDIS_URL holds a password.
+        _log.warning("my_cache.unknown_setting", variable=variable, reason=reason)
 
 
 def _describe(error: ValidationError, given: dict[str, Any]) -> str:

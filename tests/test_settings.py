@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from my_cache import (
     CacheStor,
@@ -14,6 +17,13 @@ from my_cache import (
     SettingsError,
     TypeStorage,
 )
+from my_cache import settings as settings_module
+
+
+@pytest.fixture(autouse=True)
+def nothing_warned_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warnings are given once a process: each test starts as a new process does."""
+    monkeypatch.setattr(settings_module, "_warned", set())
 
 
 def test_defaults_without_file_or_environment() -> None:
@@ -132,3 +142,84 @@ def test_in_disk_with_an_empty_db_file_is_refused() -> None:
 
 def test_settings_errors_are_value_errors() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+def test_an_unknown_variable_warns_once_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MYCACHE_TYPE_STORGE", "in_disk")
+    with capture_logs() as events:
+        first = CacheStor()
+        second = CacheStor()
+    assert first.type_storage is second.type_storage is TypeStorage.IN_MEMORY
+    assert events == [
+        {
+            "event": "my_cache.unknown_setting",
+            "log_level": "warning",
+            "variable": "MYCACHE_TYPE_STORGE",
+            "reason": "not a my_cache setting, ignored; did you mean MYCACHE_TYPE_STORAGE?",
+        }
+    ]
+
+
+def test_an_unknown_variable_in_lower_case_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("mycache_is_debug", "1")
+    with capture_logs() as events:
+        CacheStor()
+    assert [(e["variable"], e["reason"]) for e in events] == [
+        ("mycache_is_debug", "not a my_cache setting, ignored; did you mean MYCACHE_IS_DEBUG_LOG?")
+    ]
+
+
+def test_an_unknown_variable_like_no_setting_has_no_suggestion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MYCACHE_COLOUR", "blue")
+    with capture_logs() as events:
+        CacheStor()
+    assert [(e["variable"], e["reason"]) for e in events] == [
+        ("MYCACHE_COLOUR", "not a my_cache setting, ignored")
+    ]
+
+
+def test_known_variables_in_any_case_are_not_warned_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("mycache_serialiser", "json")
+    monkeypatch.setenv("MYCACHE_REDIS_URL", "redis://127.0.0.1:6379/1")
+    monkeypatch.setenv("MYCACHE_CONFIG", "")
+    with capture_logs() as events:
+        assert type(CacheStor().serialiser) is SerialiseJson
+    assert events == []
+
+
+def test_the_warning_never_shows_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYCACHE_REDIS_ULR", "redis://:s3cret-pass@cache.example:6379/0")
+    with capture_logs() as events:
+        CacheStor()
+    assert [e["variable"] for e in events] == ["MYCACHE_REDIS_ULR"]
+    assert "MYCACHE_REDIS_URL?" in events[0]["reason"]
+    assert "s3cret" not in repr(events)
+
+
+def test_a_toml_file_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "mycache.toml").write_bytes(b'type_storage = "in_disk"\ndb_file = "caf\xe9.db"\n')
+    with pytest.raises(SettingsError) as raised:
+        CacheStor()
+    assert str(raised.value) == (
+        "mycache.toml is not UTF-8, as TOML must be: line 2 has byte 0xe9; save the file as UTF-8"
+    )
+
+
+def test_the_mycache_command_shows_a_non_utf8_file_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mycache.toml").write_bytes(b'db_file = "caf\xe9.db"\n')
+    mycache = str(Path(sys.executable).parent / "mycache")
+    result = subprocess.run(
+        [mycache, "ls"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Error: mycache.toml is not UTF-8, as TOML must be: line 1 has byte 0xe9; "
+        "save the file as UTF-8\n"
+    )

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from xxhash import xxh3_64_intdigest
 
+from my_cache.settings import expand_path
+
 if TYPE_CHECKING:
     from my_cache._identity import Identity
 
@@ -169,8 +171,9 @@ class Backend(ABC):
     """Whether entries outlive the process (cache_async and the CLI use only such backends)."""
 
     def folder_name(self, folder: str) -> str:
-        """The name ``cache(folder=...)`` stores under: by default the absolute path."""
-        return os.path.abspath(folder)
+        """The name ``cache(folder=...)`` stores under: by default the absolute path, with
+        ``~`` and ``$VARIABLE`` expanded (see ``expand_path``)."""
+        return os.path.abspath(expand_path(folder, on_disk=self.persistent))
 
     @abstractmethod
     def open_folder(self, folder: str) -> FolderStore:

@@ -98,6 +98,7 @@ _ENTRIES = (
 )
 _NAMES = "SELECT generation, name FROM mycache_names"
 _TOTALS = f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM Cache WHERE {_LIVE}"
+_OLDEST = "SELECT key FROM Cache ORDER BY store_time LIMIT :count"
 # diskcache keeps the settings a store was last opened with in its Settings table.
 _LIMIT = "SELECT key, value FROM Settings WHERE key IN ('size_limit', 'eviction_policy')"
 _KEYS_FROM = "SELECT key FROM Cache WHERE key >= :low AND key < :high AND raw = 1"
@@ -167,6 +168,12 @@ def totals(connection: sqlite3.Connection) -> tuple[int, int, int | None]:
     if settings.get("eviction_policy", "none") == "none" or not isinstance(limit, int):
         limit = None
     return (int(rows[0][0]), int(rows[0][1]), limit) if rows else (0, 0, limit)
+
+
+def oldest_keys(connection: sqlite3.Connection, count: int) -> list[bytes | str]:
+    """The ``count`` least recently stored keys, oldest first (by diskcache's store_time
+    index, made by its least-recently-stored eviction policy)."""
+    return [key for (key,) in _query(connection, _OLDEST, {"count": count})]
 
 
 def stored_as_text(connection: sqlite3.Connection, keys: list[str]) -> list[str]:

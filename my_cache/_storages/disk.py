@@ -34,6 +34,7 @@ from my_cache._storages.base import (
     FolderTotals,
     ForeignPath,
     StoreUnavailable,
+    UnstorableResult,
     dump_result,
     load_result,
     names,
@@ -219,11 +220,15 @@ class DiskFolder(FolderStore):
             return diskcache.Cache(
                 self.folder, disk=self._disk, eviction_policy="none", cull_limit=0
             )
+        # diskcache's own culling deletes ten entries at a time, the one just written
+        # included: a small folder would be emptied at each write past its limit. Eviction is
+        # _evict's; the policy is set for its index on store_time.
         return diskcache.Cache(
             self.folder,
             disk=self._disk,
             eviction_policy="least-recently-stored",
             size_limit=self._size_limit,
+            cull_limit=0,
         )
 
     def _recover(self, error: Exception) -> None:
@@ -369,6 +374,12 @@ class DiskFolder(FolderStore):
     ) -> None:
         # Pickled before the SQLite part: a fork waits for that part only (see _fork._Quiet).
         data = bytes(dump_result(value, key))
+        if self._size_limit is not None and len(data) > self._size_limit:
+            # diskcache would store it, then evict every entry to make room, itself included.
+            raise UnstorableResult(
+                f"{type(value).__qualname__} of {len(data)} bytes (stored) is larger than the "
+                f"folder's size_limit of {self._size_limit} bytes: returned, not stored"
+            )
         self._put(table.stored_key(key), function, data, expire, shortened(arg_string()))
 
     @_between_forks
@@ -413,7 +424,24 @@ class DiskFolder(FolderStore):
             # iterations (holding the GIL) for text-like pickles. A file object is copied in
             # 4 MiB chunks instead.
             cache.set(key, io.BytesIO(data), read=True, expire=expire, tag=tag, retry=True)
+        if self._size_limit is not None:
+            self._evict(cache, key, self._size_limit)
         return cache
+
+    def _evict(self, cache: diskcache.Cache, written: bytes | str, limit: int) -> None:
+        """Delete the least recently stored entries, one at a time, until the store's volume
+        (its database and value files) is within ``limit``; never the entry just written."""
+        while cache.volume() > limit:
+            with self._read_lock:  # within _put's fork guard already
+                reader = self._open_reader()
+                listed = [] if reader is None else table.oldest_keys(reader, 8)
+            oldest = [key for key in listed if key != written]
+            if not oldest:
+                return
+            for key in oldest:
+                cache.delete(key, retry=True)
+                if cache.volume() <= limit:
+                    return
 
     def delete(self, key: str) -> bool:
         return self.delete_keys([key]) > 0

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +56,7 @@ class MemoryFolder(FolderStore):
         arg_string: Callable[[], str],
         expire: float | None,
     ) -> None:
-        if isinstance(value, Iterator):
-            # A cached iterator would be empty on every hit after the first: a wrong value.
-            raise UnstorableResult(f"{type(value).__qualname__} is an iterator, usable only once")
-        self._values[key] = value if expire is None else _Expiring(value, time.monotonic() + expire)
+        self._values[key] = _kept(value, expire)
 
     def delete(self, key: str) -> bool:
         return self._values.pop(key, MISSING) is not MISSING
@@ -68,15 +69,117 @@ class MemoryFolder(FolderStore):
         """Nothing to release: the values go when the store is dropped."""
 
 
+def _kept(value: Any, expire: float | None) -> Any:
+    """``value`` as a folder keeps it; UnstorableResult for an iterator."""
+    if isinstance(value, Iterator):
+        # A cached iterator would be empty on every hit after the first: a wrong value.
+        raise UnstorableResult(f"{type(value).__qualname__} is an iterator, usable only once")
+    return value if expire is None else _Expiring(value, time.monotonic() + expire)
+
+
+class BoundedMemoryFolder(FolderStore):
+    """A MemoryFolder of at most ``limit`` bytes, each value counted by the size of its
+    pickle (``sys.getsizeof`` if it cannot be pickled: an underestimate for containers).
+    Past the limit the least recently used entries go first; a value larger than the limit
+    is not stored.
+
+    A separate class, so that an unbounded folder's hit stays one dict lookup; here a hit
+    also moves its entry to the end of the order, under a lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._values: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            found = self._values.get(key)
+            if found is None:
+                return MISSING
+            value = found[0]
+            if type(value) is _Expiring:
+                if value.deadline <= time.monotonic():
+                    self._remove(key)
+                    return MISSING
+                value = value.value
+            self._values.move_to_end(key)
+            return value
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        function: str,
+        arg_string: Callable[[], str],
+        expire: float | None,
+    ) -> None:
+        kept = _kept(value, expire)
+        size = _pickled_size(value)
+        if size > self._limit:
+            raise UnstorableResult(
+                f"{type(value).__qualname__} of {size} bytes (pickled) is larger than the "
+                f"folder's size_limit of {self._limit} bytes: returned, not stored"
+            )
+        with self._lock:
+            self._remove(key)
+            self._values[key] = (kept, size)
+            self._used += size
+            while self._used > self._limit:
+                self._remove(next(iter(self._values)))
+
+    def _remove(self, key: str) -> bool:
+        found = self._values.pop(key, None)
+        if found is None:
+            return False
+        self._used -= found[1]
+        return True
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            return self._remove(key)
+
+    def delete_function(self, identity: Identity) -> int:
+        with self._lock:
+            return sum(self._remove(key) for key in list(self._values) if identity.clears(key))
+
+    def close(self) -> None:
+        """Nothing to release: the values go when the store is dropped."""
+
+
+class _ByteCounter:
+    """A file that keeps nothing and counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> None:
+        self.size += memoryview(data).nbytes
+
+
+def _pickled_size(value: Any) -> int:
+    """The size of ``value``'s pickle, without holding the pickle in memory."""
+    counter = _ByteCounter()
+    try:
+        pickle.Pickler(counter, pickle.HIGHEST_PROTOCOL).dump(value)
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        return sys.getsizeof(value)
+    return counter.size
+
+
 class MemoryBackend(Backend):
     persistent = False
 
     def __init__(self, settings: Settings) -> None:
-        """Entries die with the process, so nothing is catalogued and ``db_file`` is unused;
-        ``size_limit`` (bytes) applies to disk only: in-memory sizes are not known."""
+        """Entries die with the process, so nothing is catalogued and ``db_file`` is unused."""
+        self._size_limit = settings.size_limit
 
     def open_folder(self, folder: str) -> FolderStore:
-        return MemoryFolder()
+        if self._size_limit is None:
+            return MemoryFolder()
+        return BoundedMemoryFolder(self._size_limit)
 
     def entries(self, folder: str | None = None, function: str | None = None) -> list[Entry]:
         return []

@@ -57,8 +57,9 @@ def read_only(database: Path) -> sqlite3.Connection | None:
 
     Read-only, so that reading never creates or changes a file: a store can be read on a
     read-only disk, by a process that cannot write it, and by ``mycache ls``. Where even the
-    shared-memory file a reader of a WAL database needs cannot be created (a read-only
-    folder), the file is read as it is, without the changes still in its -wal, if any.
+    shared-memory file a reader of a WAL database needs cannot be created or written (a
+    read-only folder: SQLITE_CANTOPEN, or SQLITE_READONLY_DIRECTORY once the database is in
+    WAL mode), the file is read as it is, without the changes still in its -wal, if any.
     """
     if not database.exists():
         return None
@@ -68,7 +69,8 @@ def read_only(database: Path) -> sqlite3.Connection | None:
         connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # opens it now
     except sqlite3.OperationalError as error:
         connection.close()
-        if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CANTOPEN:
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code not in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
             raise
         connection = _connect(f"file:{quoted}?immutable=1")
     return connection

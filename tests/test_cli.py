@@ -9,6 +9,9 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,9 @@ import diskcache
 import pytest
 
 from my_cache import CacheStor
+from my_cache.cli import COLUMNS
 from tests.conftest import RunPython
+from tests.redis_server import RedisServer
 
 MYCACHE = str(Path(sys.executable).parent / "mycache")
 LONG_NAME = "x" * 300
@@ -54,9 +59,12 @@ FILL = f"""
 """
 
 
-def mycache(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+def mycache(
+    *args: str, cwd: Path, stdin: str = "", via: Sequence[str] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed command, through the command ``via`` if given, in ``cwd``."""
     return subprocess.run(
-        [MYCACHE, *args],
+        [*via, MYCACHE, *args],
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -96,7 +104,16 @@ def test_ls_prints_one_whole_row_per_entry_when_piped(filled: Path) -> None:
     result = mycache("ls", cwd=filled)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["FOLDER", "FUNCTION", "KEY", "ARGUMENTS", "SIZE", "CREATED", "STALE"]
+    assert header.split() == [
+        "FOLDER",
+        "FUNCTION",
+        "KEY",
+        "ARGUMENTS",
+        "SIZE",
+        "CREATED",
+        "EXPIRES",
+        "STALE",
+    ]
     assert len(rows) == 6
     assert any(f'{{"args":[],"kwargs":{{"name":"{LONG_NAME}"}}}}' in row for row in rows)
     squares = str(filled / "cache" / "squares")
@@ -151,9 +168,9 @@ def test_stats_counts_entries_and_bytes_per_folder(filled: Path) -> None:
     greetings_bytes = sum(e["size"] for e in entries if e["folder"].endswith("greetings"))
     squares_bytes = sum(e["size"] for e in entries if e["folder"].endswith("squares"))
     assert lines == [
-        ["FOLDER", "ENTRIES", "BYTES"],
-        [str(filled / "cache" / "greetings"), "3", str(greetings_bytes)],
-        [str(filled / "cache" / "squares"), "3", str(squares_bytes)],
+        ["FOLDER", "ENTRIES", "BYTES", "LIMIT"],
+        [str(filled / "cache" / "greetings"), "3", str(greetings_bytes), "-"],
+        [str(filled / "cache" / "squares"), "3", str(squares_bytes), "-"],
         ["total", "6", str(greetings_bytes + squares_bytes)],
     ]
 
@@ -365,7 +382,9 @@ def check_stale_entries_are_listed_and_cleared(cwd: Path, run_python: RunPython)
     assert sorted((e["key"], e["stale"]) for e in ls_json(cwd)) == [
         (key, False) for key in sorted(current)
     ]
-    assert mycache("clear", "--stale", "--yes", cwd=cwd).stdout == "nothing to delete\n"
+    nothing = mycache("clear", "--stale", "--yes", cwd=cwd).stdout
+    assert nothing.startswith("nothing to delete in catalogue ")
+    assert nothing.endswith(" (stale only)\n")
 
     # The current entries still hit; the other calls run the current code.
     assert run_work(cwd, run_python, "n * n + 1", 1, 2, 3) == ["square 3", "2 5 10"]
@@ -403,7 +422,8 @@ def test_stale_is_judged_per_function_in_each_folder(tmp_path: Path, run_python:
     (tmp_path / "shapes.py").write_text(SHAPES.replace("cache/shapes", "cache/a"))
     run_python(USE_SHAPES)
     assert [e["stale"] for e in ls_json(tmp_path)] == [False] * 4
-    assert mycache("clear", "--stale", "--yes", cwd=tmp_path).stdout == "nothing to delete\n"
+    nothing = mycache("clear", "--stale", "--yes", cwd=tmp_path).stdout
+    assert nothing.startswith("nothing to delete in catalogue ")
     # Other code of the function in the same folder makes them stale.
     run_work(tmp_path, run_python, "n * n + 2", 1, folder="cache/a")
     stale = [e["function"] for e in ls_json(tmp_path, "--stale", "--folder", "cache/a")]
@@ -420,3 +440,278 @@ def test_entries_of_the_release_before_byte_keys_are_listed_stale(tmp_path: Path
     cleared = mycache("clear", "--stale", "--yes", "--folder", "cache/old", cwd=tmp_path)
     assert cleared.stdout.startswith("deleted 1 stale entries")
     assert ls_json(tmp_path, "--folder", "cache/old") == []
+
+
+def test_version_is_the_installed_distributions(tmp_path: Path) -> None:
+    result = mycache("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"mycache, version {version('my_cache')}\n"
+
+
+def stats_json(cwd: Path, *args: str) -> dict[str, Any]:
+    result = mycache("stats", "--json", *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def test_stats_json_is_one_document(filled: Path) -> None:
+    entries = ls_json(filled)
+    greetings, squares = (str(filled / "cache" / name) for name in ("greetings", "squares"))
+
+    def size(folder: str) -> int:
+        return sum(e["size"] for e in entries if e["folder"] == folder)
+
+    assert stats_json(filled) == {
+        "catalogue": str(filled / "cache" / "catalogue.db"),
+        "folders": [
+            {"folder": greetings, "entries": 3, "bytes": size(greetings), "limit": None},
+            {"folder": squares, "entries": 3, "bytes": size(squares), "limit": None},
+        ],
+        "total": {"entries": 6, "bytes": size(greetings) + size(squares)},
+    }
+
+
+def test_stats_selects_by_folder_and_function(filled: Path) -> None:
+    entries = ls_json(filled)
+    greetings = str(filled / "cache" / "greetings")
+    greet_bytes = sum(e["size"] for e in entries if e["function"] == of_fill(filled, "greet"))
+    by_folder = stats_json(filled, "--folder", "cache/greetings")
+    assert [f["folder"] for f in by_folder["folders"]] == [greetings]
+    assert by_folder["total"]["entries"] == 3
+    by_function = stats_json(filled, "--function", "greet")
+    assert by_function["folders"] == [
+        {"folder": greetings, "entries": 2, "bytes": greet_bytes, "limit": None}
+    ]
+    assert by_function["total"] == {"entries": 2, "bytes": greet_bytes}
+    both = stats_json(filled, "--folder", "cache/squares", "--function", "greet")
+    assert both["folders"] == [] and both["total"] == {"entries": 0, "bytes": 0}
+    square_bytes = str(sum(e["size"] for e in entries if e["function"].endswith(":square")))
+    table = mycache("stats", "--function", "square", cwd=filled).stdout.splitlines()
+    assert [line.split() for line in table] == [
+        ["FOLDER", "ENTRIES", "BYTES", "LIMIT"],
+        [str(filled / "cache" / "squares"), "3", square_bytes, "-"],
+        ["total", "3", square_bytes],
+    ]
+
+
+def test_stats_shows_each_folders_size_limit(tmp_path: Path, run_python: RunPython) -> None:
+    (tmp_path / "mycache.toml").write_text(
+        'type_storage = "in_disk"\nserialiser = "json"\nsize_limit = 1000000\n'
+    )
+    run_python(FILL)
+    table = mycache("stats", cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["FOLDER", "ENTRIES", "BYTES", "LIMIT"]
+    assert [line.split()[-1] for line in table[1:3]] == ["1000000", "1000000"]
+    assert len(table[3].split()) == 3  # the total has no limit of its own
+    # A selection of a folder's entries still shows the folder's limit.
+    (greetings,) = stats_json(tmp_path, "--function", "greet")["folders"]
+    assert (greetings["entries"], greetings["limit"]) == (2, 1000000)
+
+
+def test_nothing_matched_names_the_catalogue_and_the_filters(filled: Path) -> None:
+    catalogue = filled / "cache" / "catalogue.db"
+    listed = mycache("ls", "--function", "nope", cwd=filled)
+    assert (listed.returncode, listed.stdout) == (0, "")
+    assert listed.stderr == f"no entries in catalogue {catalogue} (function=nope)\n"
+    as_json = mycache("ls", "--json", "--folder", "cache/none", cwd=filled)
+    assert json.loads(as_json.stdout) == []
+    none = filled / "cache" / "none"
+    assert as_json.stderr == f"no entries in catalogue {catalogue} (folder={none})\n"
+    counted = mycache("stats", "--folder", "cache/none", "--function", "f", "--stale", cwd=filled)
+    assert (counted.returncode, counted.stdout) == (0, "")
+    assert counted.stderr == (
+        f"no entries in catalogue {catalogue} (folder={none}, function=f, stale only)\n"
+    )
+    cleared = mycache("clear", "--function", "nope", "--yes", cwd=filled)
+    assert (cleared.returncode, cleared.stderr) == (0, "")
+    assert cleared.stdout == f"nothing to delete in catalogue {catalogue} (function=nope)\n"
+    assert len(ls_json(filled)) == 6
+
+
+def test_a_catalogue_that_does_not_exist_is_named(filled: Path) -> None:
+    typo = filled / "cache" / "catalog.db"
+    for command in (["ls"], ["stats"], ["stats", "--json"]):
+        result = mycache(*command, "--db-file", "cache/catalog.db", cwd=filled)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == f"no entries: catalogue {typo} does not exist\n", command
+    # Run from a subfolder, a relative db_file is another file, which is not there either.
+    subfolder = filled / "src"
+    subfolder.mkdir()
+    config = str(filled / "mycache.toml")
+    cleared = mycache("clear", "--yes", "--config", config, "--function", "greet", cwd=subfolder)
+    missing = subfolder / "cache" / "catalogue.db"
+    assert cleared.stdout == (
+        f"nothing to delete: catalogue {missing} does not exist (function=greet)\n"
+    )
+    assert not typo.exists() and not (subfolder / "cache").exists()  # reading creates nothing
+
+
+def test_an_in_redis_catalogue_is_named_without_its_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", password="S3cr3tPw")
+    server.start()
+    try:
+        env = {"MYCACHE_TYPE_STORAGE": "in_redis", "MYCACHE_REDIS_URL": server.url}
+        shown = f"redis://:***@127.0.0.1:{server.port}/0"
+        listed = mycache("ls", "--folder", "a//b", cwd=tmp_path, **env)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stderr == f"no entries in catalogue {shown} (folder=a/b)\n"
+        counted = mycache("stats", "--json", cwd=tmp_path, **env)
+        assert json.loads(counted.stdout)["catalogue"] == shown
+        assert "S3cr3tPw" not in listed.stderr + counted.stdout + counted.stderr
+    finally:
+        server.stop()
+
+
+def on_a_terminal(*args: str, cwd: Path, columns: int) -> list[str]:
+    """The lines ``mycache`` prints to a terminal ``columns`` wide."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [MYCACHE, *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: every end of the terminal is closed, the process has exited
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=60) == 0, output
+    os.close(controller)
+    return output.decode().splitlines()
+
+
+def test_ls_on_a_terminal_cuts_cells_in_the_middle(filled: Path) -> None:
+    keys = [e["key"] for e in ls_json(filled)]
+    header, *rows = on_a_terminal("ls", cwd=filled, columns=150)
+    assert header.split() == list(COLUMNS)
+    assert len(rows) == 6
+    assert all(len(line) <= 150 for line in (header, *rows))
+    shown = [row.split()[2] for row in rows]
+    # Each cut key keeps its start and its end, which tells it from the others.
+    for cell in shown:
+        start, end = cell.split("…")
+        assert sum(key.startswith(start) and key.endswith(end) for key in keys) == 1, cell
+    # So does the cell of the long argument.
+    (long_row,) = [row for row in rows if 'x"}}' in row]
+    assert '{"ar' in long_row and LONG_NAME[:100] not in long_row
+
+
+EXPIRING = """
+    from my_cache import CacheStor
+
+    cache_stor = CacheStor()  # settings from ./mycache.toml
+
+    @cache_stor.cache(folder="cache/hours", expire=3600)
+    def hourly(n):
+        return n
+
+    @cache_stor.cache(folder="cache/hours")
+    def forever(n):
+        return n
+
+    hourly(1)
+    forever(1)
+"""
+
+
+def test_ls_shows_when_entries_expire(tmp_path: Path, run_python: RunPython) -> None:
+    (tmp_path / "mycache.toml").write_text('type_storage = "in_disk"\n')
+    run_python(EXPIRING)
+    entries = {e["function"].rpartition(":")[2]: e for e in ls_json(tmp_path)}
+    hourly, forever = entries["hourly"], entries["forever"]
+    assert hourly["expires"] == pytest.approx(hourly["created"] + 3600, abs=1)
+    assert forever["expires"] is None
+    header, *rows = mycache("ls", cwd=tmp_path).stdout.splitlines()
+    expires = header.index("EXPIRES")
+    cells = {row.split()[1].rpartition(":")[2]: row[expires:].strip() for row in rows}
+    shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hourly["expires"]))
+    assert cells == {"hourly": shown, "forever": ""}
+
+
+READ_ONLY_FILL = """
+    from pathlib import Path
+    from my_cache import CacheStor
+
+    here = Path.cwd()
+    cache_stor = CacheStor(db_file=here / "cache" / "my.db", type_storage="in_disk")
+
+    @cache_stor.cache(folder=str(here / "cache" / "f"))
+    def double(n):
+        return 2 * n
+
+    print(double(1), double(2))
+    cache_stor.close()
+"""
+
+# Root writes whatever the permissions say: it runs the commands without the capabilities
+# that let it, so that a read-only cache is read-only to them as to anyone else.
+UNPRIVILEGED = ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--")
+
+
+@pytest.fixture
+def read_only_cache(tmp_path: Path, run_python: RunPython) -> Iterator[Path]:
+    """A cache (./cache/my.db, the default db_file, and its folder ./cache/f holding two
+    entries) that nobody may write."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("run as root, without setpriv to run the commands as bound by permissions")
+    assert run_python(READ_ONLY_FILL).stdout == "2 4\n"
+    cache = tmp_path / "cache"
+    modes = {path: path.stat().st_mode for path in (cache, *cache.rglob("*"))}
+    try:
+        for path, mode in modes.items():
+            path.chmod(mode & ~0o222)
+        yield cache
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+def unprivileged(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return mycache(*args, cwd=cwd, via=UNPRIVILEGED if os.geteuid() == 0 else ())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``, with its size and modification time."""
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")}
+
+
+def test_every_reading_command_works_on_a_read_only_cache(read_only_cache: Path) -> None:
+    before = snapshot(read_only_cache)
+    cwd = read_only_cache.parent
+    folder = str(read_only_cache / "f")
+    listed = unprivileged("ls", cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+    assert [row.split()[0] for row in listed.stdout.splitlines()[1:]] == [folder] * 2
+    as_json = unprivileged("ls", "--json", cwd=cwd)
+    assert as_json.returncode == 0, as_json.stderr
+    assert sorted(e["arg_string"] for e in json.loads(as_json.stdout)) == ["n=1", "n=2"]
+    counted = unprivileged("stats", cwd=cwd)
+    assert counted.returncode == 0, counted.stderr
+    assert [line.split()[:2] for line in counted.stdout.splitlines()[1:]] == [
+        [folder, "2"],
+        ["total", "2"],
+    ]
+    document = unprivileged("stats", "--json", cwd=cwd)
+    assert document.returncode == 0, document.stderr
+    assert json.loads(document.stdout)["total"]["entries"] == 2
+    assert snapshot(read_only_cache) == before
+
+
+def test_clear_on_a_read_only_cache_fails_in_one_line(read_only_cache: Path) -> None:
+    before = snapshot(read_only_cache)
+    result = unprivileged("clear", "--yes", cwd=read_only_cache.parent)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: cannot delete the entries of {read_only_cache / 'f'}: the folder is "
+        "read-only (cannot be written); nothing was deleted\n"
+    )
+    assert snapshot(read_only_cache) == before

@@ -190,11 +190,7 @@ class Backend(ABC):
 
     def totals(self, folder: str | None = None) -> list[FolderTotals]:
         """The use of each folder holding live entries, in path order."""
-        counted: dict[str, tuple[int, int]] = {}
-        for entry in self.entries(folder):
-            count, size = counted.get(entry.folder, (0, 0))
-            counted[entry.folder] = (count + 1, size + entry.size)
-        return [FolderTotals(name, *counted[name], None) for name in sorted(counted)]
+        return totals_of(self.entries(folder))
 
     @abstractmethod
     def delete_entries(self, entries: Iterable[Entry]) -> int:
@@ -203,6 +199,19 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release what the backend itself holds open (its catalogue)."""
+
+
+def totals_of(
+    entries: Iterable[Entry], limits: dict[str, int | None] | None = None
+) -> list[FolderTotals]:
+    """The use of each folder holding some of ``entries``, in path order; ``limits`` gives
+    the folders' size limits (None: unknown, no limit shown)."""
+    counted: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        count, size = counted.get(entry.folder, (0, 0))
+        counted[entry.folder] = (count + 1, size + entry.size)
+    limits = limits or {}
+    return [FolderTotals(name, *counted[name], limits.get(name)) for name in sorted(counted)]
 
 
 def names(function: str, name: str) -> bool:

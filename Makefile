@@ -7,7 +7,7 @@ VENV   := .venv-$(or $(PYTHON_VERSION),unknown)
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint schema bench clean
+.PHONY: demo test lint schema docs bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "my_cache needs Python 3.11 or newer; set PYTHON=" or 0)'
@@ -39,11 +39,19 @@ lint: $(VENV)/.dev-install
 schema: $(VENV)/.dev-install
 	$(PY) -c 'import json; from my_cache.settings import settings_json_schema as s; print(json.dumps(s(), indent=2))' > config/mycache.schema.json
 
+# Rewrite the generated blocks of README.md and docs/*.md from real runs (a test fails when
+# they are stale: tests/test_docs.py).
+docs: $(VENV)/.dev-install
+	$(PY) docs/generate.py
+
+# What `make demo` and the examples write (cache/, and examples/cache/ when run from
+# examples/), the venvs and the tools' caches.
 clean:
-	rm -rf .venv .venv-* examples/cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* cache examples/cache .pytest_cache .mypy_cache .ruff_cache
 
 # Speed beside the peers; not part of `make test` (timings belong here, not in unit tests).
 bench: $(VENV)/.dev-install
 	$(PIP) install -e '.[dev,bench]'
-	$(PY) benchmarks/compare.py
+	$(PY) benchmarks/compare.py > docs/bench-results.txt.new
+	mv docs/bench-results.txt.new docs/bench-results.txt && cat docs/bench-results.txt
 	$(PY) benchmarks/redis_ops.py

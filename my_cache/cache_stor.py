@@ -119,7 +119,7 @@ class CacheStor:
                 of variables a closure captures that never change its result.
             version: pins the function's identity instead of its code: entries stay valid
                 across edits of its code until the version changes (see "Which function is
-                this?" in the README).
+                this?" in docs/identity.md).
 
         Decorates functions, methods (``self`` is an argument, by value), static and class
         methods, ``functools.partial`` objects, classes, and callable instances.

@@ -28,7 +28,7 @@ from my_cache._storages.base import (
     StoreUnavailable,
     totals_of,
 )
-from my_cache.settings import CONFIG_ENV_VAR, TypeStorage, load_settings
+from my_cache.settings import CONFIG_ENV_VAR, TypeStorage, expand_path, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,12 +42,21 @@ def settings_options(command: F) -> F:
     """The options every command takes to find its cache."""
     command = click.option(
         "--config",
-        type=click.Path(exists=True, dir_okay=False),
+        metavar="FILE",
+        callback=_existing_config,
         help=f"A TOML settings file, instead of ./mycache.toml or ${CONFIG_ENV_VAR}.",
     )(command)
     return click.option(
         "--db-file", type=click.Path(), help="The catalogue, instead of the setting."
     )(command)
+
+
+def _existing_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Checked once ~ and $VARIABLES are expanded, as the settings expand them: click.Path
+    # would refuse a quoted '~/s.toml' that exists.
+    if value is not None and not os.path.isfile(expand_path(value)):
+        raise click.BadParameter(f"{value!r} is not a file", ctx, param)
+    return value
 
 
 def selection_options(command: F) -> F:

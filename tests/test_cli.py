@@ -399,7 +399,7 @@ def test_stale_entries_on_disk_are_listed_and_cleared(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known limit (README): staleness goes by which code wrote last, and code that "
+    reason="known limit (docs/cli.md): staleness goes by which code wrote last, and code that "
     "was put back only hits, so its entries look stale and clear --stale deletes them",
 )
 def test_code_put_back_keeps_its_entries_from_clear_stale(

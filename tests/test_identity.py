@@ -13,8 +13,8 @@ the text make one program both sync and async: ``@CACHE(`` is ``@stor.cache(`` o
 Programs named by ``__main__`` (scripts, ``python -c``, ``-m``, spawn workers) and
 PYTHONHASHSEED run in real subprocesses.
 
-Tests marked ``limit`` (``xfail(strict=True)``) are the known limits the README states: the
-identity does not see them. If one starts to pass, the limit is gone: update the README.
+Tests marked ``limit`` (``xfail(strict=True)``) are the known limits docs/identity.md states: the
+identity does not see them. If one starts to pass, the limit is gone: update docs/identity.md.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ MakeStor = Callable[..., CacheStor]
 
 
 def limit(reason: str) -> pytest.MarkDecorator:
-    """A known limit of the identity, stated in the README: the test fails today."""
+    """A known limit of the identity, stated in docs/identity.md: the test fails today."""
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
@@ -1647,7 +1647,7 @@ entry = Pricing().price
 @limit(
     "a method reading a class attribute: self is taken by value (its __dict__), "
     "the class's attributes are not; editing `rate` between runs, or changing it at run "
-    "time, still serves the old results (like a module global, but the README does not "
+    "time, still serves the old results (like a module global, but docs/identity.md does not "
     "say so for classes)"
 )
 async def test_a_class_attribute_edited_between_runs_misses(

@@ -161,6 +161,21 @@ def test_a_config_argument_with_a_tilde(home: Path, work: Path) -> None:
     assert load_settings(config="~/settings.toml").serialiser == "json"
 
 
+def test_the_mycache_command_takes_a_quoted_tilde_config(home: Path, work: Path) -> None:
+    (home / "settings.toml").write_text(f'db_file = "{home}/elsewhere.db"\n')
+    command = [sys.executable, "-m", "my_cache", "stats", "--config"]
+    found = subprocess.run([*command, "~/settings.toml"], capture_output=True, text=True)
+    assert (found.returncode, found.stderr) == (
+        0,
+        f"no entries: catalogue {home}/elsewhere.db does not exist\n",
+    )
+    missing = subprocess.run([*command, "~/nope.toml"], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--config': '~/nope.toml' is not a file"
+    )
+
+
 def test_a_mycache_config_naming_no_file_shows_it_both_ways(
     home: Path, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -377,8 +377,8 @@ class DiskFolder(FolderStore):
         if self._size_limit is not None and len(data) > self._size_limit:
             # diskcache would store it, then evict every entry to make room, itself included.
             raise UnstorableResult(
-                f"{type(value).__qualname__} of {len(data)} bytes (stored) is larger than the "
-                f"folder's size_limit of {self._size_limit} bytes: returned, not stored"
+                f"the result ({type(value).__qualname__}, {len(data)} bytes stored) is larger "
+                f"than the folder's size_limit of {self._size_limit} bytes: returned, not stored"
             )
         self._put(table.stored_key(key), function, data, expire, shortened(arg_string()))
 

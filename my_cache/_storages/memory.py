@@ -120,8 +120,8 @@ class BoundedMemoryFolder(FolderStore):
         size = _pickled_size(value)
         if size > self._limit:
             raise UnstorableResult(
-                f"{type(value).__qualname__} of {size} bytes (pickled) is larger than the "
-                f"folder's size_limit of {self._limit} bytes: returned, not stored"
+                f"the result ({type(value).__qualname__}, {size} bytes pickled) is larger "
+                f"than the folder's size_limit of {self._limit} bytes: returned, not stored"
             )
         with self._lock:
             self._remove(key)

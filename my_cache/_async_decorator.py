@@ -108,17 +108,39 @@ def async_wrapper(
         )
 
     async def run_and_store(
-        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, release: bool
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        release: bool,
+        replacing: bool = False,
     ) -> R:
         """Run the coroutine; its result is written in the background (and the key's lock,
-        if ``release``, released once it is stored, for other processes to find it)."""
+        if ``release``, released once it is stored, for other processes to find it). If
+        ``replacing``, writes of the key still queued land first, and a result that cannot
+        be stored deletes the entry."""
+        since = stor.redirections
         started = time.perf_counter()
         cached.misses += 1
         result = await func(*args, **kwargs)
+        if not stor.enabled:  # a refresh while caching is off (or turned off meanwhile)
+            if release:
+                stor._locker.submit(cached.release, key)
+            return result
+        if replacing:  # a queued older write would land after ours and undo the refresh
+            await writer.settled()
 
         def write(queue_depth: int) -> str | None:
             try:
-                return cached.store_result(key, args, kwargs, result, queue_depth=queue_depth)
+                return cached.store_result(
+                    key,
+                    args,
+                    kwargs,
+                    result,
+                    since=since,
+                    replacing=replacing,
+                    queue_depth=queue_depth,
+                )
             finally:
                 if release:
                     cached.release(key)
@@ -138,21 +160,27 @@ def async_wrapper(
 
     async def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
         """Await the coroutine whatever is stored, store its result in place of the entry
-        (in the background, as a miss's), and return it; counted as a call and a miss."""
+        (in the background, as a miss's), and return it; counted as a call and a miss. Runs
+        after a computation of the same call under way in this event loop."""
         try:
             key = cached.key(args, kwargs)
         except RefusedCall:
             return await run_refused(func, args, kwargs)
         cached.calls += 1
-        # Writes of this key still queued would land after ours and undo the refresh.
-        await writer.settled()
-        return await run_and_store(key, args, kwargs, release=False)
+        return await flights.run_fresh(
+            key, lambda: run_and_store(key, args, kwargs, release=False, replacing=True)
+        )
 
     async def store(value: R, /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Store ``value`` as the result of this call, as if the coroutine had returned it;
         written when this returns; CacheStoreError if the store cannot."""
-        await writer.settled()
-        await asyncio.wrap_future(writer.run(lambda: cached.put(args, kwargs, value)))
+
+        async def put() -> R:
+            await writer.settled()
+            await asyncio.wrap_future(writer.run(lambda: cached.put(args, kwargs, value)))
+            return value
+
+        await flights.run_fresh(cached.key(args, kwargs), put)
 
     return cast(
         AsyncCachedFunction[P, R],

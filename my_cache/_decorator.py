@@ -127,8 +127,9 @@ class FunctionCache:
         return value
 
     def peek(self, key: str) -> Any:
-        """The stored value or MISSING, as ``lookup`` finds it, but logged as no hit."""
-        return self.guarded(lambda: self.store().get(key), "my_cache.read_failed", MISSING)
+        """The stored value or MISSING, as ``lookup`` finds it, but no use of the entry:
+        neither logged as a hit nor counted as a use by an eviction policy."""
+        return self.guarded(lambda: self.store().peek(key), "my_cache.read_failed", MISSING)
 
     def write(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
         """Store ``value`` as the result of the call ``key`` was made from; raises
@@ -151,13 +152,32 @@ class FunctionCache:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         value: Any,
+        *,
+        since: int,
+        replacing: bool = False,
         **fields: Any,
     ) -> str | None:
-        """Write the value computed for a call; None when written, else why not (already
-        warned of). A value that cannot be stored is not cached; ``fields`` go into the write
-        event.
+        """Write the value computed for a call begun when the cache's ``redirections`` was
+        ``since``; None when written, else why not (already warned of). A value that cannot
+        be stored is not cached; if ``replacing``, the entry it was to replace is deleted
+        then, never left to be served. ``fields`` go into the write event.
         """
+        if since != self.stor.redirections:
+            # my_cache.testing pointed the cache elsewhere meanwhile: not the stores of the call.
+            return None
         started = time.perf_counter()
+        failure = self._stored_or_why(key, args, kwargs, value)
+        if failure is not None:
+            if replacing:
+                self.guarded(lambda: self.store().delete(key), "my_cache.write_failed", False)
+            return failure
+        if self.stor.is_debug_log:
+            self.debug("my_cache.write", key, started, **fields)
+        return None
+
+    def _stored_or_why(
+        self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
+    ) -> str | None:
         try:
             self.write(key, args, kwargs, value)
         except UnstorableResult as error:
@@ -167,8 +187,6 @@ class FunctionCache:
         except Exception as error:
             # The value is computed: a store that fails to write must not take it from the caller.
             return self.warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
-        if self.stor.is_debug_log:
-            self.debug("my_cache.write", key, started, **fields)
         return None
 
     def put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
@@ -234,7 +252,8 @@ class FunctionCache:
         )
 
     def info(self) -> CacheInfo:
-        return CacheInfo(self.calls - self.misses, self.misses)
+        # A cache_clear() between a call's count and its miss's would make hits negative.
+        return CacheInfo(max(0, self.calls - self.misses), self.misses)
 
     def clear(self) -> None:
         # Writes still in flight would land after the deletion and bring entries back.
@@ -354,13 +373,16 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
 
         return flights.run(key, compute, lambda: cached.hit(key, started, "other thread"))
 
-    def run_and_store(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+    def run_and_store(
+        key: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, replacing: bool = False
+    ) -> R:
+        since = stor.redirections
         started = time.perf_counter()
         cached.misses += 1
         result = func(*args, **kwargs)
         if stor.is_debug_log:
             cached.debug("my_cache.miss", key, started)
-        cached.store_result(key, args, kwargs, result)
+        cached.store_result(key, args, kwargs, result, since=since, replacing=replacing)
         return result
 
     def is_cached(*args: P.args, **kwargs: P.kwargs) -> bool:
@@ -370,17 +392,24 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
 
     def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function whatever is stored, store its result in place of the entry, and
-        return it; counted as a call and a miss."""
+        return it; counted as a call and a miss. A result that cannot be stored deletes the
+        entry. Runs after a computation of the same call under way in this process, so that
+        its older value cannot land after this one."""
         try:
             key = cached.key(args, kwargs)
         except RefusedCall:
             return run_refused(func, args, kwargs)
         cached.calls += 1
-        return run_and_store(key, args, kwargs)
+        return flights.run_fresh(key, lambda: run_and_store(key, args, kwargs, replacing=True))
 
     def store(value: R, /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Store ``value`` as the result of this call, as if the function had returned it;
         CacheStoreError if the store cannot (a value that cannot be pickled included)."""
-        cached.put(args, kwargs, value)
+
+        def put() -> R:
+            cached.put(args, kwargs, value)
+            return value
+
+        flights.run_fresh(cached.key(args, kwargs), put)
 
     return cached.controls(wrapper, func, is_cached=is_cached, refresh=refresh, store=store)

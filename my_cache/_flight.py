@@ -51,26 +51,44 @@ class ThreadFlights(Generic[R]):
         while True:
             with self._lock:
                 flight = self._flights.get(key)
-                leading = flight is None
                 if flight is None:
                     flight = self._flights[key] = _Flight()
-            if leading:
-                try:
-                    flight.value = compute()
-                    flight.succeeded = True
-                    return flight.value  # type: ignore[no-any-return]
-                finally:
-                    with self._lock:
-                        del self._flights[key]
-                        self.landed += 1
-                    flight.done.release()
-            if flight.owner == threading.get_ident():
-                raise RecursionError(f"{self._name}() calls itself with the same arguments")
-            with flight.done:  # until the computation ends
-                pass
+                    break
+            self._wait(flight)
             if flight.succeeded:
                 shared()
                 return flight.value  # type: ignore[no-any-return]
+        return self._lead(key, flight, compute)
+
+    def run_fresh(self, key: str, compute: Callable[[], R]) -> R:
+        """``compute()``'s value, computed once the key's computation running now (if any)
+        has ended, never shared from it: a refresh must not be undone by an older value
+        landing after it. Calls meanwhile wait for this one's value."""
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    break
+            self._wait(flight)
+        return self._lead(key, flight, compute)
+
+    def _wait(self, flight: _Flight[R]) -> None:
+        if flight.owner == threading.get_ident():
+            raise RecursionError(f"{self._name}() calls itself with the same arguments")
+        with flight.done:  # until the computation ends
+            pass
+
+    def _lead(self, key: str, flight: _Flight[R], compute: Callable[[], R]) -> R:
+        try:
+            flight.value = compute()
+            flight.succeeded = True
+            return flight.value  # type: ignore[no-any-return]
+        finally:
+            with self._lock:
+                del self._flights[key]
+                self.landed += 1
+            flight.done.release()
 
 
 _FAILED: Any = object()
@@ -93,25 +111,36 @@ class AsyncFlights(Generic[R]):
     ) -> R:
         """``await compute()``'s value, or that of the same key's computation awaited
         meanwhile by another task: then ``shared()`` is called."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        while True:
-            flight = self._flights.get(key)
-            if flight is None or flight[0].get_loop() is not loop:
-                break
-            future, owner = flight
-            if owner is task:
-                raise RecursionError(f"{self._name}() awaits itself with the same arguments")
-            value = await asyncio.shield(future)
+        while (flight := self._running(key)) is not None:
+            value = await asyncio.shield(flight)
             if value is not _FAILED:
                 shared()
                 return value  # type: ignore[no-any-return]
+        return await self._lead(key, compute)
+
+    async def run_fresh(self, key: str, compute: Callable[[], Awaitable[R]]) -> R:
+        """``await compute()``'s value, awaited once the key's computation running now (if
+        any) has ended, never shared from it (see ThreadFlights.run_fresh)."""
+        while (flight := self._running(key)) is not None:
+            await asyncio.shield(flight)
+        return await self._lead(key, compute)
+
+    def _running(self, key: str) -> asyncio.Future[Any] | None:
+        """The future of the key's computation in this event loop, if one runs."""
+        flight = self._flights.get(key)
+        if flight is None or flight[0].get_loop() is not asyncio.get_running_loop():
+            return None
+        if flight[1] is asyncio.current_task():
+            raise RecursionError(f"{self._name}() awaits itself with the same arguments")
+        return flight[0]
+
+    async def _lead(self, key: str, compute: Callable[[], Awaitable[R]]) -> R:
         # Another event loop (another thread) may hold a flight for this key: this loop's
         # computation then runs on its own, unregistered.
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         registered = key not in self._flights
         if registered:
-            self._flights[key] = (future, task)
+            self._flights[key] = (future, asyncio.current_task())
         try:
             value = await compute()
         except BaseException:

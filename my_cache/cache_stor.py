@@ -88,6 +88,9 @@ class CacheStor:
         # trip or two): never in the program's own executor, which waiting would starve.
         self._locker = StartedPool(4, "my_cache-locker")
         self._lock = threading.Lock()
+        self.redirections = 0
+        """How often my_cache.testing pointed this cache at other stores, or back: a value
+        computed across a change is not written (it belongs to the stores of its start)."""
         renew_after_fork(self)
         with _live_lock:
             _live.add(self)
@@ -124,7 +127,7 @@ class CacheStor:
         Decorates functions, methods (``self`` is an argument, by value), static and class
         methods, ``functools.partial`` objects, classes, and callable instances.
         """
-        path = self._stores.backend.folder_name(_folder_path(folder))
+        path = self._stores.own.folder_name(_folder_path(folder))
 
         @_through_descriptors
         def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
@@ -141,7 +144,7 @@ class CacheStor:
                 expire=expire,
                 ignore=ignore,
                 version=version,
-                process_local=not self._stores.backend.persistent,
+                process_local=not self._stores.own.persistent,
             )
             return sync_wrapper(cached, func)
 
@@ -164,7 +167,7 @@ class CacheStor:
         from memory. ``await join()`` waits for the writes; they are flushed at exit anyway.
         ``expire``, ``ignore`` and ``version`` are as for ``cache``.
         """
-        path = self._open_persistent_stores().backend.folder_name(_folder_path(folder))
+        path = self._open_persistent_stores().own.folder_name(_folder_path(folder))
 
         @_through_descriptors
         def decorate(func: Callable[P, Coroutine[Any, Any, R]]) -> AsyncCachedFunction[P, R]:
@@ -206,8 +209,7 @@ class CacheStor:
         self._writer.close()
         self._reader.shutdown()
         self._locker.shutdown()
-        with self._lock:
-            persistent, self._persistent_stores = self._persistent_stores, None
+        persistent = self._persistent_stores
         self._stores.close()
         if persistent is not None and persistent is not self._stores:
             persistent.close()
@@ -234,6 +236,7 @@ class CacheStor:
         this cache's own (``enabled`` too, unless None) until the returned function is
         called. Writes in flight land first, each where it was meant to."""
         self._writer.flush()
+        self.redirections += 1
         try:
             # Made now, not inside, so cache_async never opens the real one meanwhile.
             persistent: _OpenStores | None = self._open_persistent_stores()
@@ -249,6 +252,7 @@ class CacheStor:
 
         def restore() -> None:
             self._writer.flush()
+            self.redirections += 1
             for stores, (backend, opened) in zip(swapped, previous, strict=True):
                 close_all(*stores.use(backend, opened))
             self.enabled = was_enabled
@@ -267,7 +271,7 @@ class CacheStor:
         return stores
 
     def _make_persistent_stores(self) -> _OpenStores:
-        if self._stores.backend.persistent:
+        if self._stores.own.persistent:
             return self._stores
         if not self.db_file:
             raise ValueError(
@@ -303,6 +307,9 @@ class _OpenStores:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.own = backend
+        """The backend the stores are made with, whatever ``use`` puts in its place for a
+        while: it names folders as the decorators saw them."""
         self._stores: dict[str, FolderStore] = {}
         self._lock = threading.Lock()
         self._closed_since_collection = 0

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from my_cache._private import Access
 from my_cache._storages._diskcache_table import key_of, stored_key
+from my_cache._storages._envelope import DamagedEntry, dump_result, load_result
 from my_cache._storages._registry import Registry
-from my_cache._storages.base import MISSING, DamagedEntry, dump_result, load_result
+from my_cache._storages.base import MISSING
 from my_cache._storages.disk import DiskFolder
 
 VALUES = {"small": b"s" * 100, "large": b"L" * 300_000, "none": None, "text": "x" * 50_000}
@@ -88,7 +89,7 @@ OLD_KEY, OTHER_KEY = f"{HEX}:{HEX[:12]}:{'a' * 32}", f"{HEX}:{HEX[:12]}:{'b' * 3
 
 
 def test_a_result_comes_back_only_for_its_own_key() -> None:
-    data = dump_result({"n": [1, 2]}, OLD_KEY)
+    data = dump_result({"n": [1, 2]}, OLD_KEY).joined()
     assert load_result(data, OLD_KEY) == {"n": [1, 2]}
     with pytest.raises(DamagedEntry, match="belong to another key"):
         load_result(data, OTHER_KEY)
@@ -97,14 +98,14 @@ def test_a_result_comes_back_only_for_its_own_key() -> None:
 @settings(max_examples=200, deadline=None)
 @given(value=st.binary(max_size=2000), position=st.integers(min_value=0), flip=st.integers(1, 255))
 def test_any_changed_byte_makes_a_damaged_entry(value: bytes, position: int, flip: int) -> None:
-    data = bytearray(dump_result(value, OLD_KEY))
+    data = bytearray(dump_result(value, OLD_KEY).joined())
     data[position % len(data)] ^= flip
     with pytest.raises(DamagedEntry):
         load_result(bytes(data), OLD_KEY)
 
 
 def test_any_cut_makes_a_damaged_entry() -> None:
-    data = dump_result(b"v" * 100, OLD_KEY)
+    data = dump_result(b"v" * 100, OLD_KEY).joined()
     for length in range(len(data)):
         with pytest.raises(DamagedEntry):
             load_result(data[:length], OLD_KEY)

@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 
 from my_cache import CacheStor, CacheStoreError, TypeStorage
 from my_cache._storages import redis_store
-from my_cache._storages.base import dump_result
+from my_cache._storages._envelope import dump_result
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer, free_port
 from tests.test_cli import mycache
@@ -426,7 +426,7 @@ def test_entries_of_the_older_layout_are_listed_as_stale_and_cleared(
 ) -> None:
     """Before an entry was one key, a value, its JSON row and its expiry were three keys."""
     key = f"{'a' * 16}:{'b' * 12}:{'c' * 32}"
-    server.set(f"mycache:value:cache/old:{key}", bytes(dump_result(5, key)))
+    server.set(f"mycache:value:cache/old:{key}", bytes(dump_result(5, key).joined()))
     row = {"function": "m:f", "arg_string": "n=1", "size": 20, "created": 1.0e9, "expires": None}
     server.hset("mycache:rows:cache/old", key, json.dumps(row))
     server.hset("mycache:rows:cache/old", "garbage", "{not json")

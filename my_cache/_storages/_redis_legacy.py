@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from my_cache._storages.base import Entry, is_ours
+from my_cache._storages._envelope import is_ours
+from my_cache._storages.base import Entry
 
 if TYPE_CHECKING:
     from my_cache._storages.redis_store import _Server

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
-import struct
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
-
-from xxhash import xxh3_64_intdigest
 
 from my_cache.settings import expand_path
 
@@ -101,6 +95,10 @@ class FolderStore(ABC):
 
     def fetch(self, key: str) -> Any:
         """Like ``get``, but a value that is slow to load may come back as a Deferred."""
+        return self.get(key)
+
+    def peek(self, key: str) -> Any:
+        """Like ``get``, but not a use of the entry for an eviction policy that counts uses."""
         return self.get(key)
 
     @abstractmethod
@@ -237,79 +235,3 @@ def shortened(arg_string: str) -> str:
     if len(arg_string) <= ARG_STRING_LIMIT:
         return arg_string
     return f"{arg_string[:ARG_STRING_LIMIT]}… ({len(arg_string)} characters)"
-
-
-class DamagedEntry(Exception):
-    """Stored bytes that are not an intact result: never returned, always recomputed."""
-
-
-# A stored result is this header, then its pickle. The checksum runs over the entry's key and
-# then the pickle: it catches accidental damage (a torn or garbled file) and bytes that belong
-# to another key (a moved or swapped value file), either of which could otherwise unpickle
-# into a wrong value. Tampering is kept out by file permissions, not by the checksum.
-# XXH3 (xxhash) rather than CRC-32: 0.09 against 0.35 us for a 1 KB result, and ~17x faster
-# on large ones, so a verified hit costs little more than reading the bytes.
-_HEADER = struct.Struct(">3sQ")
-_CHECKSUM = struct.Struct(">Q")
-_FORMAT = b"MC\x03"
-# MC\x02: the same with a CRC-32 in 4 bytes; still read, so an upgrade keeps every entry.
-_CRC_HEADER = struct.Struct(">3sI")
-_CRC_FORMAT = b"MC\x02"
-_KEYLESS_FORMAT = b"MC\x01"
-
-
-def dump_result(value: Any, key: str) -> memoryview:
-    """A result as stored bytes for ``key``, or UnstorableResult saying why it cannot be
-    pickled. The pickle is written after room left for the header, which is filled in
-    afterwards: the stored form costs one copy of the pickle, not two."""
-    buffer = io.BytesIO()
-    buffer.write(bytes(_HEADER.size))
-    try:
-        pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL).dump(value)
-    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as error:
-        raise UnstorableResult(f"{type(value).__qualname__} cannot be pickled: {error}") from error
-    view = buffer.getbuffer()
-    _HEADER.pack_into(view, 0, _FORMAT, _checksum(key, view[_HEADER.size :]))
-    return view
-
-
-def is_ours(data: bytes) -> bool:
-    """Whether ``data`` begins like a result my_cache stored (intact or not)."""
-    return data[:3] in (_FORMAT, _CRC_FORMAT, _KEYLESS_FORMAT)
-
-
-def _checksum(key: str, pickled: bytes | memoryview) -> int:
-    return xxh3_64_intdigest(pickled, xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")))
-
-
-def _crc_checksum(key: str, pickled: bytes | memoryview) -> int:
-    return zlib.crc32(pickled, zlib.crc32(key.encode("utf-8", "surrogatepass")))
-
-
-def load_result(data: bytes, key: str) -> Any:
-    """The result ``dump_result`` wrote for ``key``; DamagedEntry if the bytes are not intact
-    or were written for another key."""
-    fmt = data[:3]
-    if fmt == _FORMAT and len(data) >= _HEADER.size:
-        (checksum,) = _CHECKSUM.unpack_from(data, 3)
-        pickled = memoryview(data)[_HEADER.size :]
-        intact = _checksum(key, pickled) == checksum
-    elif fmt == _CRC_FORMAT and len(data) >= _CRC_HEADER.size:
-        checksum = _CRC_HEADER.unpack_from(data)[1]
-        pickled = memoryview(data)[_CRC_HEADER.size :]
-        intact = _crc_checksum(key, pickled) == checksum
-    elif fmt == _KEYLESS_FORMAT:
-        raise DamagedEntry("written by an older my_cache, without its key in the checksum")
-    elif len(data) < _HEADER.size:
-        raise DamagedEntry(f"{len(data)} bytes are too few for an entry")
-    else:
-        raise DamagedEntry("not an entry written by my_cache")
-    if not intact:
-        raise DamagedEntry(
-            "checksum mismatch: the stored bytes were altered, or belong to another key "
-            "(a moved or swapped value file)"
-        )
-    try:
-        return pickle.loads(pickled)
-    except Exception as error:
-        raise DamagedEntry(f"cannot unpickle: {type(error).__name__}: {error}") from error

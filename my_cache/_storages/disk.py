@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import os
 import shutil
 import sqlite3
@@ -23,11 +22,17 @@ from my_cache._fork import SQLITE, keep_unclosed, renew_after_fork
 from my_cache._private import Access
 from my_cache._sqlite import failure, is_damage, is_locked, patiently, read_only
 from my_cache._storages import _diskcache_table as table
+from my_cache._storages._envelope import (
+    DamagedEntry,
+    Stored,
+    dump_result,
+    load_result,
+    read_result,
+)
 from my_cache._storages._registry import Registry
 from my_cache._storages.base import (
     MISSING,
     Backend,
-    DamagedEntry,
     Deferred,
     Entry,
     FolderStore,
@@ -35,8 +40,6 @@ from my_cache._storages.base import (
     ForeignPath,
     StoreUnavailable,
     UnstorableResult,
-    dump_result,
-    load_result,
     names,
     shortened,
 )
@@ -64,6 +67,8 @@ def _between_forks(method: F) -> F:
 
 
 _FILE_MISSING: Any = object()
+# What an empty store's database takes of its size_limit: diskcache counts its pages.
+_EMPTY_STORE = 32 * 1024
 # Expired entries are misses at once; their rows and files go after this many expiring writes.
 _EXPIRE_EVERY = 64
 
@@ -264,28 +269,31 @@ class DiskFolder(FolderStore):
         _log.warning(event, folder=self.folder, reason=reason)
 
     def get(self, key: str) -> Any:
-        data = self._fetch(key, read=False)
+        data = self._fetch(key)
         if type(data) is bytes:  # the hit path, a call shorter
             return self._load(key, data)
-        return self._resolved(key, data)
+        return self._resolved(key, data, deferred=False)
 
     def fetch(self, key: str) -> Any:
         # diskcache keeps values under its min_file_size (32 KiB) in SQLite and hands them
         # back as bytes, cheap to check and unpickle here; larger ones live in files and come
         # back as an open file, read and unpickled later, off the event loop.
-        return self._resolved(key, self._fetch(key, read=True))
+        return self._resolved(key, self._fetch(key), deferred=True)
 
-    def _resolved(self, key: str, data: Any) -> Any:
-        """The value ``_fetch`` found for ``key``: MISSING, the value, or a Deferred."""
+    def _resolved(self, key: str, data: Any, *, deferred: bool) -> Any:
+        """The value ``_fetch`` found for ``key``: MISSING, the value, or (a file, if
+        ``deferred``) a Deferred."""
         if data is None:
             return MISSING
         if data is _FILE_MISSING:
             return self._drop(key, "its value file is missing")
         if isinstance(data, bytes):
             return self._load(key, data)
-        return Deferred(lambda: self._load_file(key, data))
+        if deferred:
+            return Deferred(lambda: self._load_file(key, data))
+        return self._load_file(key, data)
 
-    def _fetch(self, key: str, read: bool) -> Any:
+    def _fetch(self, key: str) -> Any:
         """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING;
         None in a damaged store (set aside). Unpickling, which runs the value's own code,
         comes after, outside the fork guard."""
@@ -298,14 +306,14 @@ class DiskFolder(FolderStore):
                 row = None if reader is None else table.value_row(reader, stored)
             if row is not None and row[0] == diskcache.core.MODE_RAW and row[2] is not None:
                 return row[2]
-            return self._stored(stored, row, read)
+            return self._stored(stored, row)
         except sqlite3.DatabaseError as error:
             if is_damage(error):
                 self._recover(error)
                 return None
             if not is_locked(error):
                 raise
-            return patiently(lambda: self._stored(stored, self._row(stored), read))
+            return patiently(lambda: self._stored(stored, self._row(stored)))
         finally:
             SQLITE.exit()
 
@@ -314,9 +322,7 @@ class DiskFolder(FolderStore):
             reader = self._open_reader()
             return None if reader is None else table.value_row(reader, stored)
 
-    def _stored(
-        self, stored: bytes | str, row: tuple[int, str | None, Any] | None, read: bool
-    ) -> Any:
+    def _stored(self, stored: bytes | str, row: tuple[int, str | None, Any] | None) -> Any:
         """What ``_fetch`` returns, from ``row`` (the row of ``stored``, read just now)."""
         for retry in (False, True):
             if retry:
@@ -339,15 +345,15 @@ class DiskFolder(FolderStore):
             if reason is not None:  # planted by someone who may not write here
                 file.close()
                 return _FILE_MISSING
-            if read:
-                return file
-            with file:
-                return file.read()
+            return file
         return _FILE_MISSING
 
     def _load_file(self, key: str, file: BinaryIO) -> Any:
-        with file:
-            return self._load(key, file.read())
+        try:
+            with file:
+                return read_result(file, key)
+        except DamagedEntry as error:
+            return self._drop(key, str(error))
 
     def _load(self, key: str, data: bytes) -> Any:
         try:
@@ -373,18 +379,20 @@ class DiskFolder(FolderStore):
         expire: float | None,
     ) -> None:
         # Pickled before the SQLite part: a fork waits for that part only (see _fork._Quiet).
-        data = bytes(dump_result(value, key))
-        if self._size_limit is not None and len(data) > self._size_limit:
-            # diskcache would store it, then evict every entry to make room, itself included.
+        data = dump_result(value, key)
+        if self._size_limit is not None and data.size > self._size_limit - _EMPTY_STORE:
+            # It could never fit: eviction would delete every other entry, and still not
+            # bring the folder within its limit.
             raise UnstorableResult(
-                f"the result ({type(value).__qualname__}, {len(data)} bytes stored) is larger "
-                f"than the folder's size_limit of {self._size_limit} bytes: returned, not stored"
+                f"the result ({type(value).__qualname__}, {data.size} bytes stored) is larger "
+                f"than the folder's size_limit of {self._size_limit} bytes allows (its "
+                f"database takes {_EMPTY_STORE} of them empty): returned, not stored"
             )
         self._put(table.stored_key(key), function, data, expire, shortened(arg_string()))
 
     @_between_forks
     def _put(
-        self, stored: bytes | str, function: str, data: bytes, expire: float | None, tag: str
+        self, stored: bytes | str, function: str, data: Stored, expire: float | None, tag: str
     ) -> None:
         try:
             try:
@@ -408,7 +416,7 @@ class DiskFolder(FolderStore):
                 cache.expire(retry=True)
 
     def _write(
-        self, key: bytes | str, function: str, data: bytes, expire: float | None, tag: str
+        self, key: bytes | str, function: str, data: Stored, expire: float | None, tag: str
     ) -> diskcache.Cache:
         cache = self._writable()
         self._registry.register(self.folder)  # one stat, unless db_file was replaced
@@ -417,13 +425,13 @@ class DiskFolder(FolderStore):
             # Before the entry: a listed entry always has its function's name.
             table.record_name(self._database, key, function)
             self._named.add(generation)
-        if len(data) < cache.disk.min_file_size:
-            cache.set(key, data, expire=expire, tag=tag, retry=True)
+        if data.size < cache.disk.min_file_size:
+            cache.set(key, bytes(data.joined()), expire=expire, tag=tag, retry=True)
         else:
             # Given bytes, diskcache writes the file one *line* at a time: millions of Python
-            # iterations (holding the GIL) for text-like pickles. A file object is copied in
-            # 4 MiB chunks instead.
-            cache.set(key, io.BytesIO(data), read=True, expire=expire, tag=tag, retry=True)
+            # iterations (holding the GIL) for text-like pickles. From a file it copies 4 MiB
+            # chunks, here taken from the result's own buffers: never a whole copy.
+            cache.set(key, data.reader(), read=True, expire=expire, tag=tag, retry=True)
         if self._size_limit is not None:
             self._evict(cache, key, self._size_limit)
         return cache

@@ -94,6 +94,12 @@ class BoundedMemoryFolder(FolderStore):
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any:
+        return self._find(key, use=True)
+
+    def peek(self, key: str) -> Any:
+        return self._find(key, use=False)
+
+    def _find(self, key: str, *, use: bool) -> Any:
         with self._lock:
             found = self._values.get(key)
             if found is None:
@@ -104,7 +110,8 @@ class BoundedMemoryFolder(FolderStore):
                     self._remove(key)
                     return MISSING
                 value = value.value
-            self._values.move_to_end(key)
+            if use:
+                self._values.move_to_end(key)
             return value
 
     def set(

@@ -39,19 +39,16 @@ from my_cache import _log
 from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._secrets import masked, masked_url
 from my_cache._storages import _redis_legacy as _legacy
+from my_cache._storages._envelope import DamagedEntry, dump_result, is_ours, load_result
 from my_cache._storages.base import (
     MISSING,
     WAIT,
     Backend,
-    DamagedEntry,
     Deferred,
     Entry,
     FolderStore,
     StoreUnavailable,
     UnstorableResult,
-    dump_result,
-    is_ours,
-    load_result,
     names,
     shortened,
 )
@@ -472,12 +469,13 @@ class RedisFolder(FolderStore):
         arg_string: Callable[[], str],
         expire: float | None,
     ) -> None:
-        data = dump_result(value, key)
-        if len(data) > MAX_VALUE:
+        stored = dump_result(value, key)
+        if stored.size > MAX_VALUE:
             raise UnstorableResult(
-                f"its stored form is {len(data) / 2**20:.0f} MiB, over IN_REDIS' limit of "
+                f"its stored form is {stored.size / 2**20:.0f} MiB, over IN_REDIS' limit of "
                 f"{MAX_VALUE // 2**20} MiB"
             )
+        data = stored.joined()
         now = time.time()
         name = self._entry(key)
         expiry = ["", ""] if expire is None else [repr(now + expire), max(1, int(expire * 1000))]

@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import msgpack
+from blake3 import blake3
+from xxhash import xxh3_64_hexdigest
 
 _PICKLE_PROTOCOL = 5
 
@@ -194,6 +196,38 @@ def _sorted_by_key(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return sorted(pairs, key=lambda pair: pickle.dumps(pair[0], _PICKLE_PROTOCOL))
 
 
+# Buffers this large (an array's data) are hashed apart from the pickle, never copied into it.
+_HASHED_APART = 64 * 1024
+
+
+class _BufferCollector:
+    """A pickler's buffer_callback: large contiguous buffers are kept out of band, as views
+    of the argument's own memory; smaller ones stay in the pickle."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self) -> None:
+        self.buffers: list[memoryview] = []
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            view = buffer.raw()
+        except BufferError:  # not contiguous: in band
+            return True
+        if view.nbytes < _HASHED_APART:
+            return True
+        self.buffers.append(view)
+        return False
+
+    def taken(self) -> list[memoryview]:
+        buffers, self.buffers = self.buffers, []
+        return buffers
+
+
+Dumped = tuple[bytes, list[memoryview]]
+"""A pickle and the buffers it refers to out of band, in order."""
+
+
 class _StructuralPickler:
     """A pickler in fast mode, which keeps no memo: its output depends on the structure and
     values alone. With a memo, one object passed twice pickles unlike two equal copies.
@@ -205,7 +239,7 @@ class _StructuralPickler:
     """
 
     def __init__(self) -> None:
-        self._idle: list[tuple[pickle.Pickler, io.BytesIO]] = []
+        self._idle: list[tuple[pickle.Pickler, io.BytesIO, _BufferCollector]] = []
 
     def discard(self) -> None:
         """Start new picklers after one that pickled a frozenset.
@@ -215,31 +249,33 @@ class _StructuralPickler:
         """
         self._idle.clear()
 
-    def dumps(self, obj: Any) -> bytes:
+    def dumps(self, obj: Any) -> Dumped:
         try:
-            pickler, buffer = self._idle.pop()
+            pickler, buffer, collector = self._idle.pop()
         except IndexError:
-            buffer = io.BytesIO()
-            pickler = pickle.Pickler(buffer, _PICKLE_PROTOCOL)
+            buffer, collector = io.BytesIO(), _BufferCollector()
+            pickler = pickle.Pickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
             pickler.fast = True
         pickler.dump(obj)  # a pickler whose dump failed is unusable: it is not kept
         data = buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
-        self._idle.append((pickler, buffer))
-        return data
+        buffers = collector.taken()
+        self._idle.append((pickler, buffer, collector))
+        return data, buffers
 
 
 _structural = _StructuralPickler()
 
 
-def _structural_pickle(obj: Any) -> bytes:
+def _structural_pickle(obj: Any) -> Dumped:
     try:
         return _structural.dumps(obj)
     except (ValueError, KeyError):
         # Fast mode refuses cycles (ValueError), and loses count within one dump of some 50
         # frozensets (KeyError, see discard). The memo pickle writes both exactly.
-        return pickle.dumps(obj, _PICKLE_PROTOCOL)
+        collector = _BufferCollector()
+        return pickle.dumps(obj, _PICKLE_PROTOCOL, buffer_callback=collector), collector.taken()
 
 
 class _ObjectsCanonicalPickler(pickle.Pickler):
@@ -273,16 +309,26 @@ _NAMED_BY_PICKLE = (
 )
 
 
-def _canonical_pickle(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    pickler = _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL)
+def _canonical_pickle(obj: Any) -> Dumped:
+    buffer, collector = io.BytesIO(), _BufferCollector()
+    pickler = _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
     pickler.fast = True
     try:
         pickler.dump(obj)
     except (ValueError, KeyError):  # as in _structural_pickle: cycles, fast mode's count
-        buffer = io.BytesIO()
-        _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL).dump(obj)
-    return buffer.getvalue()
+        buffer, collector = io.BytesIO(), _BufferCollector()
+        _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector).dump(obj)
+    return buffer.getvalue(), collector.taken()
+
+
+def _with_buffer_digests(dumped: Dumped) -> bytes:
+    """The pickle, followed by the length and BLAKE3 digest of each out-of-band buffer: one
+    pass over an array's data, at memory speed, and no copy of it."""
+    data, buffers = dumped
+    if not buffers:
+        return data
+    digests = [len(view).to_bytes(8, "big") + blake3(view).digest() for view in buffers]
+    return data + b"".join(digests)
 
 
 class SerialiseBin(_CanonicalSerialise):
@@ -293,16 +339,18 @@ class SerialiseBin(_CanonicalSerialise):
 
     def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         call = (args, tuple(kwargs.items()))
-        data = _structural_pickle(call)
+        dumped = _structural_pickle(call)
         # Only dicts and sets need reordering, and pickling an exact dict, set or frozenset
         # always writes its opcode byte. Without those bytes the plain pickle is canonical;
-        # with them (or a data byte that looks alike) take the slower canonical walk.
+        # with them (or a data byte that looks alike) take the slower canonical walk. An
+        # array's data is out of band, so its bytes never send it there.
+        data = dumped[0]
         if _UNORDERED.search(data) is None:
-            return data
+            return _with_buffer_digests(dumped)
         if _FROZENSET in data:
             _structural.discard()
         # The canonical form holds no frozenset: they become _SortedFrozenset tuples.
-        return _canonical_pickle(_pickle_canonical(call))
+        return _with_buffer_digests(_canonical_pickle(_pickle_canonical(call)))
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -405,7 +453,11 @@ class SerialiseMsgpack(_CanonicalSerialise):
 
 
 class _ShortRepr(reprlib.Repr):
-    """A bounded repr that never builds the full repr of a large bytes argument."""
+    """A bounded repr that never builds the full repr of a large bytes argument, or of an
+    array or data frame: those are described by type, shape, dtype and a short digest."""
+
+    def repr_instance(self, obj: Any, level: int) -> str:
+        return _shaped(obj) or super().repr_instance(obj, level)
 
     def repr_bytes(self, obj: bytes, level: int) -> str:
         if len(obj) <= self.maxstring:
@@ -414,6 +466,38 @@ class _ShortRepr(reprlib.Repr):
 
     def repr_bytearray(self, obj: bytearray, level: int) -> str:
         return f"<bytearray of {len(obj)} bytes>"
+
+
+def _shaped(obj: Any) -> str | None:
+    """``<ndarray 1000x3 float64 #1f2e3d4c>``, ``<DataFrame 1000000x6>``: an array-like
+    (its class has a ``shape``) described without its repr, which costs as much as the data
+    is large, and may change the object (a DataFrame's repr fills caches of its own, which
+    its pickle, hence its key, then holds). None for anything else."""
+    if not hasattr(type(obj), "shape"):
+        return None
+    try:
+        shape = obj.shape
+        dtype = getattr(obj, "dtype", None)
+    except Exception:  # a property of its own failing: described as any other object
+        return None
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
+        return None
+    parts = [type(obj).__name__, "x".join(map(str, shape)) or "scalar"]
+    if dtype is not None:
+        parts.append(str(dtype))
+    digest = _buffer_digest(obj)
+    if digest is not None:
+        parts.append(digest)
+    return f"<{' '.join(parts)}>"
+
+
+def _buffer_digest(obj: Any) -> str | None:
+    """A short digest of an object's data, if it is one C-contiguous buffer (an array)."""
+    try:
+        with memoryview(obj) as view:
+            return f"#{xxh3_64_hexdigest(view.cast('B'))[:8]}"
+    except (TypeError, ValueError):  # no buffer, or not C-contiguous
+        return None
 
 
 _short_repr = _ShortRepr()

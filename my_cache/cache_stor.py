@@ -15,6 +15,7 @@ from my_cache._async_decorator import async_wrapper
 from my_cache._decorator import FunctionCache, sync_wrapper
 from my_cache._fork import keep_unclosed, renew_after_fork
 from my_cache._identity import Target, take_apart
+from my_cache._joblib_memory import JoblibMemory
 from my_cache._storages import BACKENDS
 from my_cache._storages.base import Backend, FolderStore
 from my_cache._storages.null import NullBackend
@@ -190,6 +191,20 @@ class CacheStor:
             return async_wrapper(cached, func)
 
         return decorate
+
+    def memory(self, folder: str | os.PathLike[str]) -> JoblibMemory:
+        """An object with joblib.Memory's interface (``cache``, ``clear``, ``location``)
+        storing under ``folder``, for libraries that take one: scikit-learn's
+        ``Pipeline(memory=cache_stor.memory(folder="cache/pipeline"))`` caches its fitted
+        transformers here."""
+        return JoblibMemory(self, folder)
+
+    def _clear_folder(self, folder: str | os.PathLike[str]) -> None:
+        """Delete the entries listed under ``folder`` (a persistent store's)."""
+        stores = self._stores
+        path = stores.own.folder_name(_folder_path(folder))
+        self._writer.flush()
+        stores.backend.delete_entries(stores.backend.entries(path))
 
     async def join(self) -> None:
         """Wait until every cache_async result submitted so far is written.

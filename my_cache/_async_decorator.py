@@ -24,6 +24,11 @@ async def load(cached: FunctionCache, key: str) -> Any:
 
     As for sync lookups, a store that fails is warned of and makes a miss.
     """
+    if cached.mapped:  # mapping reads every page once, to check them: off the loop too
+        mapped = functools.partial(
+            cached.guarded, lambda: cached.store().get_mapped(key), "my_cache.read_failed", MISSING
+        )
+        return await asyncio.wrap_future(cached.stor._reader.submit(mapped))
     value = cached.guarded(lambda: cached.store().fetch(key), "my_cache.read_failed", MISSING)
     if isinstance(value, Deferred):
         load = functools.partial(cached.guarded, value.load, "my_cache.read_failed", MISSING)

@@ -38,15 +38,19 @@ class JoblibMemory:
         """``func`` cached under this folder (``stor.cache(folder)(func)``); without
         ``func``, a decorator. ``ignore`` names parameters left out of the key. joblib's
         ``verbose`` is taken and unused (my_cache logs through ``is_debug_log``);
-        ``mmap_mode`` and ``cache_validation_callback`` are refused unless None."""
-        if mmap_mode is not None or cache_validation_callback is not None:
+        ``mmap_mode`` may be ``"r"`` or None; ``cache_validation_callback`` must be None."""
+        if mmap_mode not in (None, "r") or cache_validation_callback is not None:
             raise ValueError(
-                "my_cache's joblib.Memory face takes neither mmap_mode nor "
+                "my_cache's joblib.Memory face takes mmap_mode 'r' or None, and no "
                 "cache_validation_callback"
             )
         if func is None:
-            return functools.partial(self.cache, ignore=ignore, verbose=verbose)
-        cached = self._stor.cache(folder=self._folder, ignore=ignore or ())(func)
+            return functools.partial(
+                self.cache, ignore=ignore, verbose=verbose, mmap_mode=mmap_mode
+            )
+        cached = self._stor.cache(
+            folder=self._folder, ignore=ignore or (), mmap_mode="r" if mmap_mode else None
+        )(func)
         self._decorated.append(cached)
         return cached
 

@@ -9,7 +9,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from my_cache._async_decorator import async_wrapper
 from my_cache._decorator import FunctionCache, sync_wrapper
@@ -109,6 +109,7 @@ class CacheStor:
         expire: float | None = None,
         ignore: Iterable[str] = (),
         version: str | int | None = None,
+        mmap_mode: Literal["r"] | None = None,
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
         """Decorate a function so its results are stored under ``folder``.
 
@@ -124,6 +125,9 @@ class CacheStor:
             version: pins the function's identity instead of its code: entries stay valid
                 across edits of its code until the version changes (see "Which function is
                 this?" in docs/identity.md).
+            mmap_mode: ``"r"``: on a hit, large arrays in the result are mapped read-only
+                from their file (IN_DISK), as joblib's ``mmap_mode="r"``; default: the
+                ``mmap_mode`` setting, by default None (read into memory).
 
         Decorates functions, methods (``self`` is an argument, by value), static and class
         methods, ``functools.partial`` objects, classes, and callable instances.
@@ -146,6 +150,7 @@ class CacheStor:
                 ignore=ignore,
                 version=version,
                 process_local=not self._stores.own.persistent,
+                mmap_mode=mmap_mode or self._settings.mmap_mode,
             )
             return sync_wrapper(cached, func)
 
@@ -158,6 +163,7 @@ class CacheStor:
         expire: float | None = None,
         ignore: Iterable[str] = (),
         version: str | int | None = None,
+        mmap_mode: Literal["r"] | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], AsyncCachedFunction[P, R]]:
         """Decorate an ``async def`` function so its results are stored on disk under ``folder``.
 
@@ -187,6 +193,7 @@ class CacheStor:
                 ignore=ignore,
                 version=version,
                 process_local=False,
+                mmap_mode=mmap_mode or self._settings.mmap_mode,
             )
             return async_wrapper(cached, func)
 

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         "none means no limit and no eviction.",
     )
 
+    mmap_mode: Literal["r"] | None = Field(
+        default=None,
+        description='"r": large arrays of in_disk and cache_async results are mapped '
+        "read-only from their files on a hit, as joblib's mmap_mode='r': results larger "
+        "than memory can be used; such arrays cannot be written to. none: read into memory.",
+    )
+
     trust_group: bool = Field(
         default=False,
         description="Share in_disk stores with your group on purpose: read stores and db_file "

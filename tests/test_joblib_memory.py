@@ -71,7 +71,7 @@ def test_the_joblib_interface(tmp_path: Path) -> None:
     assert cached(3) == 9 and RUNS == [3, 4, 3]
     memory.reduce_size()
     with pytest.raises(ValueError, match="mmap_mode"):
-        memory.cache(square, mmap_mode="r")
+        memory.cache(square, mmap_mode="w+")
     stor.close()
 
 

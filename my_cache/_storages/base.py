@@ -97,6 +97,11 @@ class FolderStore(ABC):
         """Like ``get``, but a value that is slow to load may come back as a Deferred."""
         return self.get(key)
 
+    def get_mapped(self, key: str) -> Any:
+        """Like ``get``, but large buffers of the value (arrays) may be mapped read-only from
+        a file rather than read into memory: stores without files just ``get``."""
+        return self.get(key)
+
     def peek(self, key: str) -> Any:
         """Like ``get``, but not a use of the entry for an eviction policy that counts uses."""
         return self.get(key)

@@ -274,13 +274,19 @@ class DiskFolder(FolderStore):
             return self._load(key, data)
         return self._resolved(key, data, deferred=False)
 
+    def get_mapped(self, key: str) -> Any:
+        data = self._fetch(key)
+        if type(data) is bytes:  # small: kept in SQLite, read as bytes
+            return self._load(key, data)
+        return self._resolved(key, data, deferred=False, mapped=True)
+
     def fetch(self, key: str) -> Any:
         # diskcache keeps values under its min_file_size (32 KiB) in SQLite and hands them
         # back as bytes, cheap to check and unpickle here; larger ones live in files and come
         # back as an open file, read and unpickled later, off the event loop.
         return self._resolved(key, self._fetch(key), deferred=True)
 
-    def _resolved(self, key: str, data: Any, *, deferred: bool) -> Any:
+    def _resolved(self, key: str, data: Any, *, deferred: bool, mapped: bool = False) -> Any:
         """The value ``_fetch`` found for ``key``: MISSING, the value, or (a file, if
         ``deferred``) a Deferred."""
         if data is None:
@@ -291,7 +297,7 @@ class DiskFolder(FolderStore):
             return self._load(key, data)
         if deferred:
             return Deferred(lambda: self._load_file(key, data))
-        return self._load_file(key, data)
+        return self._load_file(key, data, mapped=mapped)
 
     def _fetch(self, key: str) -> Any:
         """What the store holds for ``key``: bytes, an open file, None, or _FILE_MISSING;
@@ -348,10 +354,10 @@ class DiskFolder(FolderStore):
             return file
         return _FILE_MISSING
 
-    def _load_file(self, key: str, file: BinaryIO) -> Any:
+    def _load_file(self, key: str, file: BinaryIO, *, mapped: bool = False) -> Any:
         try:
-            with file:
-                return read_result(file, key)
+            with file:  # a mapping outlives its file object
+                return read_result(file, key, mapped=mapped)
         except DamagedEntry as error:
             return self._drop(key, str(error))
 

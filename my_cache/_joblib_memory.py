@@ -68,5 +68,24 @@ class JoblibMemory:
     def reduce_size(self, *args: Any, **kwargs: Any) -> None:
         """Nothing to do: a folder's bound is the ``size_limit`` setting."""
 
+    # A handle on the cache, as a joblib.Memory is one on its folder: scikit-learn's clone()
+    # deep-copies a pipeline's memory, and a fitted pipeline is pickled with it.
+    def __copy__(self) -> JoblibMemory:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> JoblibMemory:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its folder; unpickled, it stores through a CacheStor made from the
+        settings of the process that loads it."""
+        return _memory_of_settings, (self.location,)
+
     def __repr__(self) -> str:
         return f"JoblibMemory(location={self.location!r}, stor={self._stor!r})"
+
+
+def _memory_of_settings(location: str) -> JoblibMemory:
+    from my_cache.cache_stor import CacheStor  # here: cache_stor imports this module
+
+    return CacheStor().memory(location)

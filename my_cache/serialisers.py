@@ -8,6 +8,7 @@ insertion order or by ``hash()`` (which varies with PYTHONHASHSEED). Types are k
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -228,6 +229,63 @@ Dumped = tuple[bytes, list[memoryview]]
 """A pickle and the buffers it refers to out of band, in order."""
 
 
+def _array_in_key(*parts: Any) -> Any:
+    """Names an array's canonical form in keys (never called: keys are not unpickled)."""
+    raise NotImplementedError
+
+
+class _KeyPickler(pickle.Pickler):
+    """The pickler of keys: an array is keyed by its type, dtype, shape, strides and the
+    BLAKE3 digest of its data (its bytes, when small), so equal arrays are one key whatever
+    their writeable flag or buffer (pickle tells read-only buffers apart); a dict or set
+    subclass by its items in canonical order, as a plain one is. Called only for objects
+    that are not exact builtin atoms or containers: plain calls never pay for it."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind.__module__ == "numpy" and hasattr(obj, "__array_interface__"):
+            return _array_reduced(obj)
+        if isinstance(obj, dict | set | frozenset):
+            return _subclass_reduced(obj)
+        return NotImplemented
+
+
+def _subclass_reduced(obj: Any) -> Any:
+    """A dict or set subclass's reduce value with its items in canonical order (a plain
+    dict or set is put in that order by _pickle_canonical; a subclass pickles through its
+    reduce value, whose items come in insertion or hash order)."""
+    try:
+        made, arguments, *rest = obj.__reduce_ex__(_PICKLE_PROTOCOL)
+    except Exception:
+        return NotImplemented  # pickle's own error, worded by pickle
+    if isinstance(obj, dict):
+        items = [(_pickle_canonical(k), _pickle_canonical(v)) for k, v in obj.items()]
+        rest += [None] * (3 - len(rest))
+        rest[2] = iter(_sorted_by_key(items))  # the dict items pickle sets
+    else:  # a set subclass's elements are its one argument, a list
+        elements = [(_pickle_canonical(item), None) for item in obj]
+        arguments = ([item for item, _ in _sorted_by_key(elements)], *arguments[1:])
+    if rest and rest[0] is not None:
+        rest[0] = _pickle_canonical(rest[0])
+    return (made, _pickle_canonical(arguments), *rest)
+
+
+def _array_reduced(array: Any) -> Any:
+    """The canonical reduce value of a numpy array in a key (see _KeyPickler); NotImplemented
+    (pickled as usual) for arrays of Python objects, whose bytes would be addresses."""
+    if array.dtype.hasobject:
+        return NotImplemented
+    try:
+        view = memoryview(array)
+        if not view.c_contiguous:
+            view = memoryview(array.tobytes(order="A" if view.f_contiguous else "C"))
+        data = view.cast("B")
+    except (TypeError, ValueError, BufferError):  # a dtype the buffer protocol lacks
+        data = memoryview(array.tobytes())
+    content = blake3(data).digest() if data.nbytes >= _HASHED_APART else bytes(data)
+    return _array_in_key, (type(array), array.dtype, array.shape, array.strides, content)
+
+
 class _StructuralPickler:
     """A pickler in fast mode, which keeps no memo: its output depends on the structure and
     values alone. With a memo, one object passed twice pickles unlike two equal copies.
@@ -254,7 +312,7 @@ class _StructuralPickler:
             pickler, buffer, collector = self._idle.pop()
         except IndexError:
             buffer, collector = io.BytesIO(), _BufferCollector()
-            pickler = pickle.Pickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
+            pickler = _KeyPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
             pickler.fast = True
         pickler.dump(obj)  # a pickler whose dump failed is unusable: it is not kept
         data = buffer.getvalue()
@@ -274,11 +332,12 @@ def _structural_pickle(obj: Any) -> Dumped:
     except (ValueError, KeyError):
         # Fast mode refuses cycles (ValueError), and loses count within one dump of some 50
         # frozensets (KeyError, see discard). The memo pickle writes both exactly.
-        collector = _BufferCollector()
-        return pickle.dumps(obj, _PICKLE_PROTOCOL, buffer_callback=collector), collector.taken()
+        buffer, collector = io.BytesIO(), _BufferCollector()
+        _KeyPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector).dump(obj)
+        return buffer.getvalue(), collector.taken()
 
 
-class _ObjectsCanonicalPickler(pickle.Pickler):
+class _ObjectsCanonicalPickler(_KeyPickler):
     """Pickles objects by their reduce values made canonical too: an object holding a set
     (a pydantic model's fields set, a dataclass's frozenset field) pickles alike in every
     process, whatever PYTHONHASHSEED. Only for calls that hold a dict or set somewhere."""
@@ -286,6 +345,9 @@ class _ObjectsCanonicalPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _NAMED_BY_PICKLE):
             return NotImplemented
+        keyed = super().reducer_override(obj)
+        if keyed is not NotImplemented:
+            return keyed
         try:
             reduced = obj.__reduce_ex__(_PICKLE_PROTOCOL)
         except Exception:
@@ -457,7 +519,23 @@ class _ShortRepr(reprlib.Repr):
     array or data frame: those are described by type, shape, dtype and a short digest."""
 
     def repr_instance(self, obj: Any, level: int) -> str:
-        return _shaped(obj) or super().repr_instance(obj, level)
+        shaped = _shaped(obj)
+        if shaped is not None:
+            return shaped
+        # Containers of other kinds are described item by item, as reprlib describes the
+        # builtin ones: their own repr would repr a data frame inside them in full.
+        kind = type(obj).__name__
+        if level <= 0:
+            return f"{kind}(...)"
+        fields = _fields_of(obj)
+        if fields is not None:
+            shown = [f"{name}={self.repr1(value, level - 1)}" for name, value in fields]
+            return f"{kind}({', '.join(shown)})"
+        if isinstance(obj, dict):
+            return f"{kind}({self.repr_dict(obj, level)})"
+        if isinstance(obj, list | tuple | set | frozenset):
+            return f"{kind}({self.repr_list(list(obj), level)})"
+        return super().repr_instance(obj, level)
 
     def repr_bytes(self, obj: bytes, level: int) -> str:
         if len(obj) <= self.maxstring:
@@ -466,6 +544,16 @@ class _ShortRepr(reprlib.Repr):
 
     def repr_bytearray(self, obj: bytearray, level: int) -> str:
         return f"<bytearray of {len(obj)} bytes>"
+
+
+def _fields_of(obj: Any) -> list[tuple[str, Any]] | None:
+    """A dataclass's or named tuple's fields and values, None for anything else."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [(field.name, getattr(obj, field.name)) for field in dataclasses.fields(obj)]
+    names = getattr(type(obj), "_fields", None)
+    if isinstance(obj, tuple) and isinstance(names, tuple):
+        return list(zip(names, obj, strict=False))
+    return None
 
 
 def _shaped(obj: Any) -> str | None:
@@ -477,7 +565,9 @@ def _shaped(obj: Any) -> str | None:
         return None
     try:
         shape = obj.shape
-        dtype = getattr(obj, "dtype", None)
+        # numpy's only: reading a pandas extension array's dtype fills a cache inside it,
+        # which its pickle, hence its key, then holds.
+        dtype = getattr(obj, "dtype", None) if type(obj).__module__ == "numpy" else None
     except Exception:  # a property of its own failing: described as any other object
         return None
     if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):

@@ -89,3 +89,27 @@ def test_clear_empties_an_in_memory_folder_too() -> None:
     memory.clear()
     double(1)
     assert runs == [1, 1]
+
+
+def test_copies_and_pickles_of_a_cached_pipeline_work(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage="in_disk")
+    memory = stor.memory(folder=tmp_path / "pipeline")
+    assert copy.deepcopy(memory) is memory and copy.copy(memory) is memory
+    pipe = Pipeline([("scale", StandardScaler()), ("svc", SVC())], memory=memory)
+    assert clone(pipe).memory is memory
+    X = [[float(i), float(i % 3)] for i in range(30)]
+    y = [i % 2 for i in range(30)]
+    search = GridSearchCV(pipe, {"svc__C": [0.1, 1.0]}, cv=2).fit(X, y)
+    loaded = pickle.loads(pickle.dumps(search.best_estimator_))
+    assert loaded.memory.location == str(tmp_path / "pipeline")
+    assert list(loaded.predict(X)) == list(search.best_estimator_.predict(X))
+    stor.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from my_cache import CacheStor, TypeStorage
+from my_cache import CacheStor, SerialiseBin, TypeStorage
 from my_cache._storages._envelope import (
     OUT_OF_BAND,
     DamagedEntry,
@@ -182,18 +184,22 @@ def test_a_swapped_value_file_is_recomputed(tmp_path: Path) -> None:
 
 
 # Resident memory, not tracemalloc: large buffers are read into anonymous mappings, which
-# tracemalloc does not see. The peak is ru_maxrss; the base is what is resident before.
+# tracemalloc does not see. The peak is VmHWM (ru_maxrss would carry over the parent's, the
+# test runner's, through fork and exec); the base is what is resident before the call.
 MEASURE = """
-import resource
+def status(field):
+    with open("/proc/self/status") as lines:
+        for line in lines:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
 
 
 def resident():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
+    return status("VmRSS")
 
 
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return status("VmHWM")
 """
 
 MEMORY_PROGRAM = (
@@ -346,3 +352,101 @@ def test_mapped_hits_are_read_only_arrays_backed_by_their_file(
     mapped = asyncio.run(twice())
     assert not mapped.flags.writeable and mapped.sum() == 500_000
     from_setting.close()
+
+
+def test_an_arrays_key_is_its_content_not_its_flags(tmp_path: Path) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+    runs: list[int] = []
+
+    @stor.cache(folder=str(tmp_path / "f"))
+    def total(a: np.ndarray) -> float:
+        runs.append(a.size)
+        return float(a.sum())
+
+    @stor.cache(folder=str(tmp_path / "m"), mmap_mode="r")
+    def load(n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.float64)
+
+    for n in (10, 100_000):  # in band and out of band
+        writable = np.arange(n, dtype=np.float64)
+        readonly = writable.copy()
+        readonly.flags.writeable = False
+        load(n)
+        total(writable), total(readonly), total(load(n)), total(np.frombuffer(writable.tobytes()))
+    assert runs == [10, 100_000]
+    stor.close()
+
+
+@dataclasses.dataclass
+class Params:
+    data: Any
+
+
+Pair = collections.namedtuple("Pair", "name data")
+
+
+def test_frames_inside_other_containers_are_never_repred(tmp_path: Path) -> None:
+    stor = CacheStor(db_file=tmp_path / "c.db", type_storage=TypeStorage.IN_DISK)
+    runs: list[str] = []
+
+    @stor.cache(folder=str(tmp_path / "f"))
+    def size(x: Any) -> int:
+        runs.append(type(x).__name__)
+        return 1
+
+    indexed = frame(50).set_index("t")  # a tz-aware index: its repr fills caches in it
+    holders = [
+        Params(indexed),
+        Pair("p", indexed),
+        collections.OrderedDict(k=indexed),
+        collections.defaultdict(list, k=indexed),
+        pd.array([1, None, 3], dtype="Int64"),  # reading its dtype fills a cache in it
+    ]
+    for holder in holders:
+        size(holder), size(holder)
+    assert runs == [type(holder).__name__ for holder in holders]
+    described = {entry.arg_string for entry in listed_entries(tmp_path / "c.db")}
+    assert "x=Params(data=<DataFrame 50x5>)" in described
+    stor.close()
+
+
+HASH_SEED_KEYS = """
+import collections, sys
+from my_cache import SerialiseBin
+
+class Tags(set):
+    pass
+
+class Ordered(dict):
+    pass
+
+serialiser = SerialiseBin()
+tags = Tags(f"tag{n}" for n in range(50))
+print(serialiser.encode(tags)[1], serialiser.encode(Ordered(b=1, a=2))[1])
+"""
+
+
+def test_dict_and_set_subclasses_are_keyed_by_content(run_python: RunPython) -> None:
+    keys = {run_python(HASH_SEED_KEYS, env={"PYTHONHASHSEED": seed}).stdout for seed in "0123"}
+    assert len(keys) == 1  # whatever the hash seed (set order) and insertion order
+    serialiser = SerialiseBin()
+    ordered = collections.defaultdict(list, b=1, a=2)
+    assert serialiser.encode(ordered) == serialiser.encode(collections.defaultdict(list, a=2, b=1))
+    assert (
+        serialiser.encode(ordered)[1]
+        != serialiser.encode(collections.defaultdict(int, a=2, b=1))[1]
+    )
+
+
+def test_a_damaged_length_is_a_damaged_entry_not_a_huge_allocation(tmp_path: Path) -> None:
+    data = bytearray(dump_result(np.ones(100_000), KEY).joined())
+    for field in (11, 19, 23):  # the pickle's length, the buffer count, the buffer's length
+        damaged = bytearray(data)
+        damaged[field] = 0x7F
+        path = tmp_path / "value"
+        path.write_bytes(damaged)
+        with pytest.raises(DamagedEntry):
+            load_result(bytes(damaged), KEY)
+        for mapped in (False, True):
+            with path.open("rb") as file, pytest.raises(DamagedEntry):
+                read_result(file, KEY, mapped=mapped)

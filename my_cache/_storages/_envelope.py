@@ -24,6 +24,7 @@ import contextlib
 import functools
 import io
 import mmap
+import os
 import pickle
 import struct
 import zlib
@@ -211,12 +212,19 @@ def _crc_checksum(key: str, pickled: bytes | memoryview) -> int:
 def load_result(data: bytes | memoryview, key: str) -> Any:
     """The result ``dump_result`` wrote for ``key``, from its stored bytes in one piece;
     DamagedEntry if they are not intact or were written for another key."""
-    fmt = bytes(data[:3])
-    if fmt == _FORMAT and len(data) >= _HEADER.size:
+    fmt = data[:3]
+    if fmt == _FORMAT and len(data) >= _HEADER.size:  # the hit path: kept short
         (checksum,) = _CHECKSUM.unpack_from(data, 3)
         pickled = memoryview(data)[_HEADER.size :]
-        intact = _checksum(key, pickled) == checksum
-    elif fmt == _BUFFERS_FORMAT:
+        if _checksum(key, pickled) != checksum:
+            raise _mismatch()
+        if len(pickled) < _FRAMED_READ:
+            try:
+                return pickle.loads(pickled)
+            except Exception as error:
+                raise DamagedEntry(f"cannot unpickle: {type(error).__name__}: {error}") from error
+        return _unpickled(pickled, ())
+    if fmt == _BUFFERS_FORMAT:
         view = memoryview(data)
 
         def copied(offset: int, size: int, readonly: bool, checksum: xxh3_64) -> Any:
@@ -225,8 +233,8 @@ def load_result(data: bytes | memoryview, key: str) -> Any:
             checksum.update(part)
             return bytes(part) if readonly else bytearray(part)
 
-        return _load_with_buffers(key, view, copied)
-    elif fmt == _CRC_FORMAT and len(data) >= _CRC_HEADER.size:
+        return _load_with_buffers(key, view, copied, len(view))
+    if fmt == _CRC_FORMAT and len(data) >= _CRC_HEADER.size:
         checksum = _CRC_HEADER.unpack_from(data)[1]
         pickled = memoryview(data)[_CRC_HEADER.size :]
         intact = _crc_checksum(key, pickled) == checksum
@@ -253,7 +261,8 @@ def read_result(file: BinaryIO, key: str, *, mapped: bool = False) -> Any:
             view = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
         except ValueError:  # an empty file cannot be mapped
             raise DamagedEntry("0 bytes are too few for an entry") from None
-        return _load_with_buffers(key, view, functools.partial(_mapped_buffer, view))
+        mapped_at = functools.partial(_mapped_buffer, view)
+        return _load_with_buffers(key, view, mapped_at, len(view))
     file.seek(0)
     head = file.read(_BUFFERS_HEADER.size)
     position = len(head)
@@ -287,7 +296,8 @@ def read_result(file: BinaryIO, key: str, *, mapped: bool = False) -> Any:
         position += size
         return file.read(size)
 
-    return _load_with_buffers(key, head, read_buffer, rest)
+    total = os.fstat(file.fileno()).st_size
+    return _load_with_buffers(key, head, read_buffer, total, rest)
 
 
 _CHECKED_CHUNK = 1 << 20
@@ -318,12 +328,14 @@ def _load_with_buffers(
     key: str,
     data: bytes | memoryview,
     buffer_at: Callable[[int, int, bool, xxh3_64], Any],
+    total: int,
     more: Callable[[int], bytes] | None = None,
 ) -> Any:
     """Check and unpickle an MC\\x04 entry. ``data`` holds at least its fixed header;
     ``more(n)`` reads the next ``n`` bytes after what was read so far (None: ``data`` is the
     whole entry); ``buffer_at(offset, size, readonly, checksum)`` gives the buffer stored
-    there, having updated ``checksum`` with it."""
+    there, having updated ``checksum`` with it. ``total`` is the entry's size: no length in
+    its header is believed past it (a damaged one would ask for any amount of memory)."""
     taken = 0
 
     def take(size: int) -> memoryview:
@@ -342,6 +354,8 @@ def _load_with_buffers(
         raise DamagedEntry(f"its header counts {count} buffers")
     expected = _key_hash(key)
     expected.update(_BUFFERS_HEADER.pack(_BUFFERS_FORMAT, 0, pickle_length, count)[_HEADER.size :])
+    if _BUFFERS_HEADER.size + _BUFFER_ROW.size * count + pickle_length > total:
+        raise DamagedEntry("its header says more than the entry holds")
     rows = take(_BUFFER_ROW.size * count)
     expected.update(rows)
     pickled = take(pickle_length)
@@ -351,6 +365,8 @@ def _load_with_buffers(
     for index in range(count):
         size, readonly = _BUFFER_ROW.unpack_from(rows, _BUFFER_ROW.size * index)
         position += -position % ALIGN
+        if position + size > total:
+            raise DamagedEntry("its header says more than the entry holds")
         buffer = buffer_at(position, size, bool(readonly), expected)
         if memoryview(buffer).nbytes != size:
             raise DamagedEntry("the entry ends before its buffers do")

@@ -49,29 +49,32 @@ class ThreadFlights(Generic[R]):
         """``compute()``'s value, or that of the same key's computation running meanwhile
         in another thread: then ``shared()`` is called."""
         while True:
-            with self._lock:
-                flight = self._flights.get(key)
-                if flight is None:
-                    flight = self._flights[key] = _Flight()
-                    break
+            flight, leading = self._claim(key)
+            if leading:
+                return self._lead(key, flight, compute)
             self._wait(flight)
             if flight.succeeded:
                 shared()
                 return flight.value  # type: ignore[no-any-return]
-        return self._lead(key, flight, compute)
 
     def run_fresh(self, key: str, compute: Callable[[], R]) -> R:
         """``compute()``'s value, computed once the key's computation running now (if any)
         has ended, never shared from it: a refresh must not be undone by an older value
         landing after it. Calls meanwhile wait for this one's value."""
         while True:
-            with self._lock:
-                flight = self._flights.get(key)
-                if flight is None:
-                    flight = self._flights[key] = _Flight()
-                    break
+            flight, leading = self._claim(key)
+            if leading:
+                return self._lead(key, flight, compute)
             self._wait(flight)
-        return self._lead(key, flight, compute)
+
+    def _claim(self, key: str) -> tuple[_Flight[R], bool]:
+        """The key's flight, and whether the caller made it (and so is to compute it)."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = _Flight()
+            return flight, True
 
     def _wait(self, flight: _Flight[R]) -> None:
         if flight.owner == threading.get_ident():

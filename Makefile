@@ -54,4 +54,6 @@ bench: $(VENV)/.dev-install
 	$(PIP) install -e '.[dev,bench]'
 	$(PY) benchmarks/compare.py > docs/bench-results.txt.new
 	mv docs/bench-results.txt.new docs/bench-results.txt && cat docs/bench-results.txt
+	$(PY) benchmarks/large_values.py > docs/large-values-results.txt.new
+	mv docs/large-values-results.txt.new docs/large-values-results.txt && cat docs/large-values-results.txt
 	$(PY) benchmarks/redis_ops.py

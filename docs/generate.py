@@ -34,7 +34,9 @@ Output that changes from run to run is normalised when it is captured:
 a block made with Python 3.11 is not stale under 3.13.
 
 The ``bench`` block is not run (``make bench`` takes minutes): it is the file
-``docs/bench-results.txt``, which ``make bench`` writes from ``benchmarks/compare.py``.
+``docs/bench-results.txt``, which ``make bench`` writes from ``benchmarks/compare.py``; the
+``large-values`` and ``async-pauses`` blocks likewise come from
+``docs/large-values-results.txt`` (``benchmarks/large_values.py``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BENCH_RESULTS = DOCS / "bench-results.txt"
+LARGE_VALUES_RESULTS = DOCS / "large-values-results.txt"
 SHOWN_PROJECT = "~/project"
 
 BLOCK = re.compile(
@@ -314,11 +317,31 @@ def settings_errors(sources: dict[str, str], used: set[str]) -> str:
         return s.render()
 
 
+def results(path: Path) -> str:
+    """A results file that ``make bench`` writes, as it is."""
+    if not path.is_file():
+        raise GenerateError(f"{path.relative_to(ROOT)} is missing: run `make bench`")
+    return path.read_text(encoding="utf-8").rstrip("\n")
+
+
 def bench(sources: dict[str, str], used: set[str]) -> str:
-    if not BENCH_RESULTS.is_file():
-        raise GenerateError(f"{BENCH_RESULTS.relative_to(ROOT)} is missing: run `make bench`")
-    text = BENCH_RESULTS.read_text(encoding="utf-8").rstrip("\n")
-    return "```text\n" + text + "\n```\n"
+    return "```text\n" + results(BENCH_RESULTS) + "\n```\n"
+
+
+def large_values(sources: dict[str, str], used: set[str]) -> str:
+    text = results(LARGE_VALUES_RESULTS)
+    table = text.split("\n\ncache_async:")[0]  # the pauses have a block of their own
+    targets = text.split("\n\n")[-1]
+    return "```text\n" + table + "\n\n" + targets + "\n```\n"
+
+
+def async_pauses(sources: dict[str, str], used: set[str]) -> str:
+    (pauses,) = [
+        part
+        for part in results(LARGE_VALUES_RESULTS).split("\n\n")
+        if part.startswith("cache_async:")
+    ]
+    return "```text\n" + pauses + "\n```\n"
 
 
 BLOCKS: dict[str, Callable[[dict[str, str], set[str]], str]] = {
@@ -330,6 +353,8 @@ BLOCKS: dict[str, Callable[[dict[str, str], set[str]], str]] = {
     "cli-help": cli_help,
     "settings-errors": settings_errors,
     "bench": bench,
+    "large-values": large_values,
+    "async-pauses": async_pauses,
 }
 
 

@@ -180,12 +180,14 @@ def async_wrapper(
         """Store ``value`` as the result of this call, as if the coroutine had returned it;
         written when this returns; CacheStoreError if the store cannot."""
 
+        key = cached.key(args, kwargs)
+
         async def put() -> R:
             await writer.settled()
-            await asyncio.wrap_future(writer.run(lambda: cached.put(args, kwargs, value)))
+            await asyncio.wrap_future(writer.run(lambda: cached.put(key, args, kwargs, value)))
             return value
 
-        await flights.run_fresh(cached.key(args, kwargs), put)
+        await flights.run_fresh(key, put)
 
     return cast(
         AsyncCachedFunction[P, R],

@@ -204,10 +204,9 @@ class FunctionCache:
             return self.warn("my_cache.write_failed", f"{type(error).__name__}: {error}")
         return None
 
-    def put(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
-        """``f.store(value, *args, **kwargs)``: an explicit write, so a failure raises
-        CacheStoreError rather than being warned of."""
-        key = self.key(args, kwargs)
+    def put(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        """``f.store(value, *args, **kwargs)``, ``key`` being the call's: an explicit write, so
+        a failure raises CacheStoreError rather than being warned of."""
         started = time.perf_counter()
         self.managed("store a value of", lambda: self.write(key, args, kwargs, value))
         if self.stor.is_debug_log:
@@ -421,10 +420,12 @@ def sync_wrapper(cached: FunctionCache, func: Callable[P, R]) -> CachedFunction[
         """Store ``value`` as the result of this call, as if the function had returned it;
         CacheStoreError if the store cannot (a value that cannot be pickled included)."""
 
+        key = cached.key(args, kwargs)
+
         def put() -> R:
-            cached.put(args, kwargs, value)
+            cached.put(key, args, kwargs, value)
             return value
 
-        flights.run_fresh(cached.key(args, kwargs), put)
+        flights.run_fresh(key, put)
 
     return cached.controls(wrapper, func, is_cached=is_cached, refresh=refresh, store=store)

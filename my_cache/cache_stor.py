@@ -254,7 +254,7 @@ class CacheStor:
     def _redirect(
         self, make: Callable[[Backend, Settings], Backend], enabled: bool | None
     ) -> Callable[[], None]:
-        """For my_cache.testing: use the backends ``make(own, settings)`` gives in place of
+        """For my_cache.testing: use the backends ``make(current, settings)`` gives in place of
         this cache's own (``enabled`` too, unless None) until the returned function is
         called. Writes in flight land first, each where it was meant to."""
         self._writer.flush()

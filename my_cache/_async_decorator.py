@@ -81,7 +81,8 @@ def async_wrapper(
         slot = (cached.folder, key)
         value = writer.buffered(slot)
         if value is not MISSING:
-            cached.hit(key, time.perf_counter(), "buffer")
+            if stor.is_debug_log:  # the hit path: no clock read, no call, unless logging
+                cached.hit(key, time.perf_counter(), "buffer")
             return value  # type: ignore[no-any-return]
         if not stor.enabled:  # caching is off: every call runs, none waits for another
             cached.misses += 1

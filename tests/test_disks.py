@@ -110,3 +110,39 @@ def test_a_full_disk_returns_values_and_leaves_no_partial_file(tmp_path: Path) -
     sizes = json.loads(full.stdout)
     # Whole 50 KB value files only: none holds a part of the 2 MB one.
     assert sizes and len(set(sizes)) == 1 and 50_100 < sizes[0] < 51_000
+
+
+FULL_DISK_LARGE = """
+import json, os
+from my_cache import CacheStor
+from my_cache._storages import _envelope
+
+_envelope._THREADS = 3  # written by several threads, whatever this machine has
+stor = CacheStor(db_file="cache/my.db", type_storage="in_disk")
+
+@stor.cache(folder="cache/f")
+def value(n, size):
+    return bytes([n]) * size
+
+assert value(1, 100_000) == bytes([1]) * 100_000
+big = 2 * _envelope._SIDE_BY_SIDE  # more than the disk holds: its threads fail part-way
+assert value(2, big) == bytes([2]) * big
+assert value(3, 100_000) == bytes([3]) * 100_000
+stor.close()
+print(json.dumps(sorted(
+    os.path.getsize(os.path.join(folder, name))
+    for folder, _, names in os.walk("cache") for name in names if name.endswith(".val")
+)))
+"""
+
+
+def test_a_large_value_written_by_several_threads_leaves_no_partial_file(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    setup = f"mount -t tmpfs -o size=40m tmpfs {shlex.quote(str(disk))}"
+    full = run(disk, setup, sys.executable, "-c", FULL_DISK_LARGE)
+    assert full.returncode == 0, full.stderr  # every value returned right
+    (warning,) = full.stderr.splitlines()
+    assert "my_cache.write_failed" in warning and " is full (" in warning
+    sizes = json.loads(full.stdout)  # the two small values' files, whole; no part of the big one
+    assert len(sizes) == 2 and all(100_000 < size < 101_000 for size in sizes)

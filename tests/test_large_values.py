@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 
 from my_cache import CacheStor, SerialiseBin, TypeStorage
+from my_cache._storages import _envelope
 from my_cache._storages._envelope import (
     OUT_OF_BAND,
     DamagedEntry,
@@ -85,7 +85,7 @@ def test_every_kind_of_result_comes_back_equal_in_every_way(name: str, tmp_path:
     assert same(load_result(stored.joined(), KEY), value)
     path = tmp_path / "value"
     with path.open("wb") as file:
-        shutil.copyfileobj(stored.reader(), file)
+        assert stored.write_into(file.fileno()) == stored.size
     assert path.stat().st_size == stored.size
     with path.open("rb") as file:
         assert same(read_result(file, KEY), value)
@@ -450,3 +450,34 @@ def test_a_damaged_length_is_a_damaged_entry_not_a_huge_allocation(tmp_path: Pat
         for mapped in (False, True):
             with path.open("rb") as file, pytest.raises(DamagedEntry):
                 read_result(file, KEY, mapped=mapped)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_buffers_read_and_written_in_parts_come_back_whole(
+    threads: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the size that several threads write and read, in parts that do not divide it.
+    monkeypatch.setattr(_envelope, "_THREADS", threads)
+    random = np.random.default_rng(2)
+    value = {
+        "big": random.random(_envelope._SIDE_BY_SIDE // 8 + 12_345),
+        "small": random.random(20_000),
+        "bytes": random.bytes(_envelope._SIDE_BY_SIDE + 7),
+    }
+    stored = dump_result(value, KEY)
+    path = tmp_path / "value"
+    with path.open("wb") as file:
+        assert stored.write_into(file.fileno()) == stored.size
+    assert path.read_bytes() == bytes(stored.joined())
+    with path.open("rb") as file:
+        assert same(read_result(file, KEY), value)
+
+    data = bytearray(path.read_bytes())
+    last_part = data.index(value["big"].tobytes()[-64:])  # in the last thread's part
+    data[last_part] ^= 0xFF
+    path.write_bytes(data)
+    with path.open("rb") as file, pytest.raises(DamagedEntry):
+        read_result(file, KEY)
+    path.write_bytes(data[: data.index(value["bytes"][:64]) + len(value["bytes"]) // 2])
+    with path.open("rb") as file, pytest.raises(DamagedEntry):
+        read_result(file, KEY)  # ends inside a part that is not the first

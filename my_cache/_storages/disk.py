@@ -71,6 +71,8 @@ _FILE_MISSING: Any = object()
 _EMPTY_STORE = 32 * 1024
 # Expired entries are misses at once; their rows and files go after this many expiring writes.
 _EXPIRE_EVERY = 64
+_CREATE_ATTEMPTS = 10
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
@@ -97,7 +99,10 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
         self._writing.path = None
         try:
-            size, mode, filename, db_value = super().store(value, read, key=key)
+            if isinstance(value, Stored):
+                size, mode, filename, db_value = self._store_file(value, key)
+            else:
+                size, mode, filename, db_value = super().store(value, read, key=key)
         except BaseException:
             if self._writing.path is not None:
                 with contextlib.suppress(OSError):
@@ -111,6 +116,25 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
                 os.chmod(file.parent, self.access.directory_mode)
                 os.chmod(file.parent.parent, self.access.directory_mode)
         return size, mode, filename, db_value
+
+    def _store_file(self, value: Stored, key: Any) -> tuple[Any, ...]:
+        """``value`` in a file of its own, as diskcache's ``store`` writes one it reads from,
+        with its large buffers written by several threads (see Stored.write_into)."""
+        filename, full_path = self.filename(key, value)
+        for attempt in range(_CREATE_ATTEMPTS):
+            # Another process may remove an emptied sub-folder (either level) meanwhile.
+            try:
+                os.makedirs(os.path.dirname(full_path), exist_ok=True)
+                fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
+                break
+            except FileNotFoundError:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+        try:
+            size = value.write_into(fd)
+        finally:
+            os.close(fd)
+        return size, diskcache.core.MODE_BINARY, filename, None
 
 
 class GroupDisk(PrivateDisk):
@@ -435,9 +459,9 @@ class DiskFolder(FolderStore):
             cache.set(key, bytes(data.joined()), expire=expire, tag=tag, retry=True)
         else:
             # Given bytes, diskcache writes the file one *line* at a time: millions of Python
-            # iterations (holding the GIL) for text-like pickles. From a file it copies 4 MiB
-            # chunks, here taken from the result's own buffers: never a whole copy.
-            cache.set(key, data.reader(), read=True, expire=expire, tag=tag, retry=True)
+            # iterations (holding the GIL) for text-like pickles. PrivateDisk writes it from
+            # the result's own buffers instead: never a whole copy.
+            cache.set(key, data, read=True, expire=expire, tag=tag, retry=True)
         if self._size_limit is not None:
             self._evict(cache, key, self._size_limit)
         return cache

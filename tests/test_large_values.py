@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -481,3 +482,28 @@ def test_buffers_read_and_written_in_parts_come_back_whole(
     path.write_bytes(data[: data.index(value["bytes"][:64]) + len(value["bytes"]) // 2])
     with path.open("rb") as file, pytest.raises(DamagedEntry):
         read_result(file, KEY)  # ends inside a part that is not the first
+
+
+def test_an_interrupted_parallel_write_returns_only_after_its_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The caller closes the file once this returns: a helper writing after that could write
+    # into whatever file is opened next under the same number.
+    monkeypatch.setattr(_envelope, "_THREADS", 2)
+    order: list[str] = []
+    own_part_done = threading.Event()
+
+    def part(index: int, start: int, end: int) -> None:
+        if index == 1:
+            own_part_done.wait()
+            sum(range(2_000_000))  # still writing when the caller is interrupted
+            order.append("helper done")
+
+    def interrupted(step: int) -> None:
+        own_part_done.set()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _envelope._side_by_side(_envelope._SIDE_BY_SIDE, part, interrupted)
+    order.append("caller resumed")
+    assert order == ["helper done", "caller resumed"]

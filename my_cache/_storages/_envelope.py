@@ -330,14 +330,30 @@ def _side_by_side(
     helpers = [threading.Thread(target=run, args=(index,)) for index in range(1, parts)]
     for helper in helpers:
         helper.start()
-    run(0)
-    if meanwhile is not None and not errors:
-        meanwhile(step)
-    for helper in helpers:
-        helper.join()
+    try:
+        run(0)
+        if meanwhile is not None and not errors:
+            meanwhile(step)
+    finally:
+        # Even on an interrupt, never before the helpers are done with the caller's memory
+        # and file: the caller closes the file, whose number may then be another file's.
+        _join(helpers)
     if errors:
         raise errors[0]
     return step
+
+
+def _join(helpers: list[threading.Thread]) -> None:
+    """Join every helper, through interrupts too; the first interrupt is raised after."""
+    interrupted: BaseException | None = None
+    for helper in helpers:
+        while helper.is_alive():
+            try:
+                helper.join()
+            except BaseException as error:
+                interrupted = interrupted or error
+    if interrupted is not None:
+        raise interrupted
 
 
 def _read_into(file: BinaryIO, chunk: memoryview, at: int) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 
 _KEY = re.compile(r"([0-9a-f]{16}):([0-9a-f]{12}):(.*)", re.DOTALL)
-# The builtin serialisers' keys: a 32-digit hash as the call part.
-STANDARD = re.compile(r"[0-9a-f]{16}:[0-9a-f]{12}:[0-9a-f]{32}")
 
 
 def prefix(generation: str, variant: str) -> str:

@@ -4,6 +4,7 @@ one key, and different calls never do."""
 from __future__ import annotations
 
 import math
+import re
 import struct
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from my_cache import Serialise, SerialiseBin, SerialiseJson, SerialiseMsgpack
+from my_cache._storages._diskcache_table import key_of, stored_key
 
 finite_floats = st.floats(allow_nan=False)  # NaN is unequal to itself: no "equivalent" call
 text = st.text(max_size=8)
@@ -31,9 +33,7 @@ def values(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> Any
     )
 
 
-JSON_VALUES = values(
-    st.none() | st.booleans() | st.integers() | finite_floats | text, keys=text
-)
+JSON_VALUES = values(st.none() | st.booleans() | st.integers() | finite_floats | text, keys=text)
 MSGPACK_SCALARS = (
     st.none()
     | st.booleans()
@@ -134,3 +134,23 @@ def mutations(value: Any) -> st.SearchStrategy[Any]:
     if isinstance(value, set):
         return st.just(frozenset(value))
     return st.just(value)
+
+
+HEX = "0123456789abcdef"
+# Keys of the stored shape and their near misses: upper case, whitespace, a wrong separator.
+KEY_CHARACTERS = st.sampled_from([*HEX, *HEX.upper(), " ", "\t", ":", "-", "g", "é"])
+
+
+def key_like(lengths: tuple[int, ...]) -> st.SearchStrategy[str]:
+    parts = [st.text(KEY_CHARACTERS, min_size=n, max_size=n) for n in lengths]
+    return st.tuples(*parts).map(":".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(key_like((16, 12, 32)), key_like((16, 12, 31)), st.text(max_size=70)))
+def test_every_key_is_stored_as_a_form_of_its_own(key: str) -> None:
+    # Distinct keys never share a row: each stored form gives back its own key.
+    stored = stored_key(key)
+    assert key_of(stored) == key
+    if re.fullmatch(r"[0-9a-f]{16}:[0-9a-f]{12}:[0-9a-f]{32}", key):
+        assert isinstance(stored, bytes) and len(stored) == 31

@@ -32,6 +32,8 @@ _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _GENERATION_BYTES = 8
 _PREFIX_BYTES = 14  # generation and variant
 _HEX_CALL, _TEXT_CALL = b"\0", b"\1"
+_STANDARD_LENGTH = 16 + 1 + 12 + 1 + 32
+_STANDARD_BYTES = _PREFIX_BYTES + 1 + 16
 
 _NAMES_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS mycache_names"
@@ -43,10 +45,19 @@ _NAMES_SCHEMA = (
 _LIVE = "raw = 1 AND (expire_time IS NULL OR expire_time > :now)"
 _SIZE = "(CASE WHEN filename IS NULL THEN length(value) ELSE size END)"
 
+
 def stored_key(key: str) -> bytes | str:
     """``key`` as the store holds it: my_cache's keys as bytes, anything else as it is."""
-    if key_format.STANDARD.fullmatch(key):  # the hit path's keys, in one step
-        return bytes.fromhex(f"{key[:16]}{key[17:29]}00{key[30:]}")  # 00: _HEX_CALL
+    # The hit path's keys, the builtin serialisers' (a 32-digit hash as the call part), in
+    # one step: checked by hand and by fromhex itself, at half the cost of a pattern.
+    if len(key) == _STANDARD_LENGTH and key[16] == key[29] == ":" and key == key.lower():
+        try:
+            stored = bytes.fromhex(f"{key[:16]}{key[17:29]}00{key[30:]}")  # 00: _HEX_CALL
+        except ValueError:  # not hex
+            pass
+        else:
+            if len(stored) == _STANDARD_BYTES:  # fromhex skips whitespace
+                return stored
     parts = key_format.split(key)
     if parts is None:
         return key

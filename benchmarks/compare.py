@@ -144,9 +144,12 @@ async def async_results(root: Path, arguments: Arguments, hit_passes: int) -> di
 
 
 def floor_hit_us(root: Path, arguments: Arguments, hit_passes: int) -> float:
-    """Normalise and hash the arguments, one SQLite primary-key SELECT, one unpickle."""
+    """Normalise and hash the arguments, one SQLite primary-key SELECT, one unpickle. In WAL
+    mode, as diskcache opens its database (a read then costs 4.0 us here, against 7.1 us in
+    the default rollback mode)."""
     normalise, serialiser = make_normaliser(work), SerialiseBin()
     connection = sqlite3.connect(root / "floor.db")
+    connection.execute("PRAGMA journal_mode = wal")
     connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value BLOB)")
     connection.executemany(
         "INSERT INTO entries VALUES (?, ?)",

@@ -338,22 +338,32 @@ def _side_by_side(
         # Even on an interrupt, never before the helpers are done with the caller's memory
         # and file: the caller closes the file, whose number may then be another file's.
         _join(helpers)
-    if errors:
-        raise errors[0]
+    _raise_first(errors)
     return step
+
+
+def _raise_first(errors: list[BaseException]) -> None:
+    """Raise the first of ``errors``, if any, and empty the list: an error's traceback holds
+    the frame that appended it, which holds the list, and so the error itself. Left to the
+    cyclic collector, such a cycle closed the pickle's buffer while still in use ("Exception
+    ignored ... BufferError" on stderr, Python 3.12 and later)."""
+    if errors:
+        try:
+            raise errors[0]
+        finally:
+            errors.clear()
 
 
 def _join(helpers: list[threading.Thread]) -> None:
     """Join every helper, through interrupts too; the first interrupt is raised after."""
-    interrupted: BaseException | None = None
+    interrupted: list[BaseException] = []
     for helper in helpers:
         while helper.is_alive():
             try:
                 helper.join()
             except BaseException as error:
-                interrupted = interrupted or error
-    if interrupted is not None:
-        raise interrupted
+                interrupted.append(error)
+    _raise_first(interrupted)
 
 
 def _read_into(file: BinaryIO, chunk: memoryview, at: int) -> int:

@@ -74,7 +74,17 @@ def test_a_read_only_store_serves_what_it_holds_with_one_warning(tmp_path: Path)
     assert run(tmp_path, "true", *python, "6", "100").stdout == "4 5\n"  # writable again
 
 
-FULL_DISK = """
+# The end of the programs below: the size of every value file left in the store.
+VALUE_FILE_SIZES = """
+stor.close()
+print(json.dumps(sorted(
+    os.path.getsize(os.path.join(folder, name))
+    for folder, _, names in os.walk("cache") for name in names if name.endswith(".val")
+)))
+"""
+
+FULL_DISK = (
+    """
 import json, os
 from my_cache import CacheStor
 
@@ -88,19 +98,23 @@ def value(n, size):
 for n in range(300):
     size = 2_000_000 if n == 2 else 100 + n % 2 * 50_000
     assert value(n, size) == bytes([n % 256]) * size
-stor.close()
-print(json.dumps(sorted(
-    os.path.getsize(os.path.join(folder, name))
-    for folder, _, names in os.walk("cache") for name in names if name.endswith(".val")
-)))
 """
+    + VALUE_FILE_SIZES
+)
+
+
+def run_on_a_small_disk(
+    tmp_path: Path, size: str, program: str
+) -> subprocess.CompletedProcess[str]:
+    """``program`` in a folder on a tmpfs of ``size`` (as mount's size= takes it)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    setup = f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(disk))}"
+    return run(disk, setup, sys.executable, "-c", program)
 
 
 def test_a_full_disk_returns_values_and_leaves_no_partial_file(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    setup = f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(disk))}"
-    full = run(disk, setup, sys.executable, "-c", FULL_DISK)
+    full = run_on_a_small_disk(tmp_path, "1m", FULL_DISK)
     assert full.returncode == 0, full.stderr  # every value returned right
     # Once when the 2 MB file fails, once when the disk is full for good: not once per call
     # (a write that succeeds in between ends the first episode).
@@ -112,7 +126,8 @@ def test_a_full_disk_returns_values_and_leaves_no_partial_file(tmp_path: Path) -
     assert sizes and len(set(sizes)) == 1 and 50_100 < sizes[0] < 51_000
 
 
-FULL_DISK_LARGE = """
+FULL_DISK_LARGE = (
+    """
 import json, os
 from my_cache import CacheStor
 from my_cache._storages import _envelope
@@ -128,19 +143,13 @@ assert value(1, 100_000) == bytes([1]) * 100_000
 big = 2 * _envelope._SIDE_BY_SIDE  # more than the disk holds: its threads fail part-way
 assert value(2, big) == bytes([2]) * big
 assert value(3, 100_000) == bytes([3]) * 100_000
-stor.close()
-print(json.dumps(sorted(
-    os.path.getsize(os.path.join(folder, name))
-    for folder, _, names in os.walk("cache") for name in names if name.endswith(".val")
-)))
 """
+    + VALUE_FILE_SIZES
+)
 
 
 def test_a_large_value_written_by_several_threads_leaves_no_partial_file(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    setup = f"mount -t tmpfs -o size=40m tmpfs {shlex.quote(str(disk))}"
-    full = run(disk, setup, sys.executable, "-c", FULL_DISK_LARGE)
+    full = run_on_a_small_disk(tmp_path, "40m", FULL_DISK_LARGE)
     assert full.returncode == 0, full.stderr  # every value returned right
     (warning,) = full.stderr.splitlines()
     assert "my_cache.write_failed" in warning and " is full (" in warning

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import os
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -485,7 +488,7 @@ def test_buffers_read_and_written_in_parts_come_back_whole(
 
 
 def test_an_interrupted_parallel_write_returns_only_after_its_threads(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The caller closes the file once this returns: a helper writing after that could write
     # into whatever file is opened next under the same number.
@@ -493,7 +496,7 @@ def test_an_interrupted_parallel_write_returns_only_after_its_threads(
     order: list[str] = []
     own_part_done = threading.Event()
 
-    def part(index: int, start: int, end: int) -> None:
+    def part(descriptor: int, index: int, start: int, end: int) -> None:
         if index == 1:
             own_part_done.wait()
             sum(range(2_000_000))  # still writing when the caller is interrupted
@@ -503,7 +506,90 @@ def test_an_interrupted_parallel_write_returns_only_after_its_threads(
         own_part_done.set()
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        _envelope._side_by_side(_envelope._SIDE_BY_SIDE, part, interrupted)
+    with (tmp_path / "file").open("wb") as file, pytest.raises(KeyboardInterrupt):
+        _envelope._side_by_side(file.fileno(), _envelope._SIDE_BY_SIDE, part, interrupted)
     order.append("caller resumed")
     assert order == ["helper done", "caller resumed"]
+
+
+def failing_start(error: BaseException) -> Callable[[Any, str, Any], None]:
+    """A profile hook that raises ``error`` as the second helper thread is started."""
+    starts = 0
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        nonlocal starts
+        if event == "call" and frame.f_code is threading.Thread.start.__code__:
+            starts += 1
+            if starts == 2:
+                raise error
+
+    return hook
+
+
+def test_an_interrupt_as_helpers_start_waits_for_those_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_envelope, "_THREADS", 3)
+    stored = dump_result(bytes([0xAB]) * (3 * _envelope._SIDE_BY_SIDE), KEY)
+    threads, descriptors = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    with (tmp_path / "value").open("wb") as file:
+        sys.setprofile(failing_start(KeyboardInterrupt()))
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                stored.write_into(file.fileno())
+        finally:
+            sys.setprofile(None)
+        # The first helper was running: it is done, and its own descriptor closed.
+        assert threading.active_count() == threads
+        assert len(os.listdir("/proc/self/fd")) == descriptors + 1  # this file's
+
+
+def test_a_part_no_thread_can_be_had_for_runs_in_the_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_envelope, "_THREADS", 3)
+    value = np.random.default_rng(3).bytes(3 * _envelope._SIDE_BY_SIDE)
+    stored = dump_result(value, KEY)
+    path = tmp_path / "value"
+    with path.open("wb") as file:
+        sys.setprofile(failing_start(RuntimeError("can't start new thread")))
+        try:
+            assert stored.write_into(file.fileno()) == stored.size
+        finally:
+            sys.setprofile(None)
+    with path.open("rb") as file:
+        sys.setprofile(failing_start(RuntimeError("can't start new thread")))
+        try:
+            assert read_result(file, KEY) == value
+        finally:
+            sys.setprofile(None)
+
+
+AT_EXIT = """
+import atexit
+import numpy as np
+from my_cache import CacheStor
+from my_cache._storages import _envelope
+
+_envelope._THREADS = 3
+stor = CacheStor(db_file="c.db", type_storage="in_disk")
+calls = []
+
+@stor.cache(folder="arrays")
+def make(n):
+    calls.append(n)
+    return np.full(_envelope._SIDE_BY_SIDE, n, dtype=np.uint8)
+
+make(1)
+
+def at_exit():  # Python 3.12 starts no thread here
+    assert (make(1) == 1).all() and (make(2) == 2).all() and (make(2) == 2).all()
+    print(calls)
+
+atexit.register(at_exit)
+"""
+
+
+def test_large_values_are_read_and_written_at_exit(run_python: RunPython) -> None:
+    done = run_python(AT_EXIT)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "[1, 2]\n")

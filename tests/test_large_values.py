@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from xxhash import xxh3_64
 
 from my_cache import CacheStor, SerialiseBin, TypeStorage
 from my_cache._storages import _envelope
@@ -482,9 +483,27 @@ def test_buffers_read_and_written_in_parts_come_back_whole(
     path.write_bytes(data)
     with path.open("rb") as file, pytest.raises(DamagedEntry):
         read_result(file, KEY)
-    path.write_bytes(data[: data.index(value["bytes"][:64]) + len(value["bytes"]) // 2])
+    path.write_bytes(data[: last_part - 1000])
     with path.open("rb") as file, pytest.raises(DamagedEntry):
-        read_result(file, KEY)  # ends inside a part that is not the first
+        read_result(file, KEY)  # ends inside the big array's last part
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_file_that_ends_inside_a_part_is_read_as_far_as_it_goes(
+    threads: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file cut short after its size was taken (by another program): each part stops at
+    # its end, and the count and checksum cover the bytes read in one run from the start.
+    monkeypatch.setattr(_envelope, "_THREADS", threads)
+    data = np.random.default_rng(4).bytes(3 * _envelope._SIDE_BY_SIDE)
+    path = tmp_path / "file"
+    path.write_bytes(data[: 2 * _envelope._SIDE_BY_SIDE + 5])
+    view = memoryview(bytearray(len(data)))
+    checksum = xxh3_64()
+    with path.open("rb") as file:
+        got = _envelope._read_checked(file, 0, view, checksum)
+    assert got == 2 * _envelope._SIDE_BY_SIDE + 5
+    assert checksum.intdigest() == xxh3_64(data[:got]).intdigest()
 
 
 def test_an_interrupted_parallel_write_returns_only_after_its_threads(
@@ -557,10 +576,14 @@ def test_a_part_no_thread_can_be_had_for_runs_in_the_callers(
             assert stored.write_into(file.fileno()) == stored.size
         finally:
             sys.setprofile(None)
+    array = np.frombuffer(value, dtype=np.uint8).copy()  # writable: read in parts
+    stored = dump_result(array, KEY)
+    with path.open("wb") as file:
+        stored.write_into(file.fileno())
     with path.open("rb") as file:
         sys.setprofile(failing_start(RuntimeError("can't start new thread")))
         try:
-            assert read_result(file, KEY) == value
+            assert np.array_equal(read_result(file, KEY), array)
         finally:
             sys.setprofile(None)
 

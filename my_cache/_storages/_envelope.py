@@ -322,8 +322,8 @@ def _side_by_side(
 
     Each helper has a descriptor of its own (a duplicate of ``fd``, closed when its part is
     done): one still running after an interrupt reads or writes this file only, never one
-    that took ``fd``'s number once the caller closed it. A part no thread can be had for
-    (a limit on threads, or the interpreter exiting) runs in this thread."""
+    that took ``fd``'s number once the caller closed it. A part no thread or descriptor can
+    be had for (a limit, or the interpreter exiting) runs in this thread."""
     parts = _THREADS if size >= _SIDE_BY_SIDE and _POSITIONED else 1
     step = -(-size // parts // _HUGE_PAGE) * _HUGE_PAGE  # no page is faulted by two threads
     errors: list[BaseException] = []
@@ -342,10 +342,15 @@ def _side_by_side(
     helpers: list[threading.Thread] = []
     try:
         for index in range(1, parts):
-            descriptor, claim = os.dup(fd), _Claim()
-            helper = threading.Thread(target=run, args=(descriptor, index, claim))
-            helpers.append(helper)
+            claim = _Claim()
             try:
+                descriptor = os.dup(fd)
+            except OSError:  # no descriptor to spare
+                run(fd, index)
+                continue
+            try:
+                helper = threading.Thread(target=run, args=(descriptor, index, claim))
+                helpers.append(helper)
                 helper.start()
             except BaseException as error:
                 if not claim.take(helper=False):
@@ -390,9 +395,12 @@ def _raise_first(errors: list[BaseException]) -> None:
     cyclic collector, such a cycle closed the pickle's buffer while still in use ("Exception
     ignored ... BufferError" on stderr, Python 3.12 and later)."""
     if errors:
+        # An interrupt first: it may be the caller's own, behind a helper's failed write.
+        first = next((e for e in errors if not isinstance(e, Exception)), errors[0])
         try:
-            raise errors[0]
+            raise first
         finally:
+            del first
             errors.clear()
 
 

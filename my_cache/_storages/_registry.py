@@ -38,6 +38,7 @@ _OLD_COLUMNS = {"folder", "function", "key", "arg_string", "size", "created"}
 _PATH_BYTES = re.compile(rb"/[\x20-\x7e\x80-\xff]+")
 _SALVAGE_LIMIT = 64 << 20
 
+
 class Registry:
     """The folders of one ``db_file``. Safe to share between threads (one connection behind
     a lock) and processes (SQLite WAL)."""
@@ -314,7 +315,7 @@ def _salvaged_folders(damaged: Path) -> list[str]:
 
 
 def _kind_of(path: Path) -> str:
-    """"new" (absent, empty), "registry" or "old catalogue"; ForeignPath for anything else.
+    """ "new" (absent, empty), "registry" or "old catalogue"; ForeignPath for anything else.
 
     Decided from what SQLite reads of it without writing it: nothing changes, no -wal
     appears. Never through a plain file descriptor: closing one drops every POSIX lock this

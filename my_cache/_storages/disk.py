@@ -76,12 +76,13 @@ _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's file handling, making value files 0600 in 0700 sub-folders.
+    """diskcache's file handling, with value files 0600 in 0700 sub-folders.
 
-    diskcache creates the two levels of sub-folders itself, and retries when another process
-    removes an emptied one meanwhile; the modes are set once the file is written. Until then
-    nothing is reachable by others: the store's own folder is 0700. A file whose writing
-    fails (a full disk) is removed, not left behind half-written.
+    Every value file is written by ``_store_file`` (smaller values are rows of the database):
+    the two levels of sub-folders are made where diskcache names them, again when another
+    process removes an emptied one meanwhile, and the modes are set once the file is
+    written. Until then nothing is reachable by others: the store's own folder is 0700. A
+    file whose writing fails (a full disk) is removed, not left behind half-written.
     """
 
     access = Access()
@@ -122,12 +123,13 @@ class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
         with its large buffers written by several threads (see Stored.write_into)."""
         filename, full_path = self.filename(key, value)
         for attempt in range(_CREATE_ATTEMPTS):
-            # Another process may remove an emptied sub-folder (either level) meanwhile.
+            # Another process may remove an emptied sub-folder (either level) meanwhile:
+            # retried as diskcache does, on any OSError (Windows says access denied).
             try:
                 os.makedirs(os.path.dirname(full_path), exist_ok=True)
                 fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
                 break
-            except FileNotFoundError:
+            except OSError:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
         try:

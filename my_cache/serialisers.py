@@ -23,6 +23,8 @@ import msgpack
 from blake3 import blake3
 from xxhash import xxh3_64_hexdigest
 
+from my_cache._buffers import OutOfBand
+
 _PICKLE_PROTOCOL = 5
 
 
@@ -201,30 +203,6 @@ def _sorted_by_key(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
 _HASHED_APART = 64 * 1024
 
 
-class _BufferCollector:
-    """A pickler's buffer_callback: large contiguous buffers are kept out of band, as views
-    of the argument's own memory; smaller ones stay in the pickle."""
-
-    __slots__ = ("buffers",)
-
-    def __init__(self) -> None:
-        self.buffers: list[memoryview] = []
-
-    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
-        try:
-            view = buffer.raw()
-        except BufferError:  # not contiguous: in band
-            return True
-        if view.nbytes < _HASHED_APART:
-            return True
-        self.buffers.append(view)
-        return False
-
-    def taken(self) -> list[memoryview]:
-        buffers, self.buffers = self.buffers, []
-        return buffers
-
-
 Dumped = tuple[bytes, list[memoryview]]
 """A pickle and the buffers it refers to out of band, in order."""
 
@@ -297,7 +275,7 @@ class _StructuralPickler:
     """
 
     def __init__(self) -> None:
-        self._idle: list[tuple[pickle.Pickler, io.BytesIO, _BufferCollector]] = []
+        self._idle: list[tuple[pickle.Pickler, io.BytesIO, OutOfBand]] = []
 
     def discard(self) -> None:
         """Start new picklers after one that pickled a frozenset.
@@ -311,7 +289,7 @@ class _StructuralPickler:
         try:
             pickler, buffer, collector = self._idle.pop()
         except IndexError:
-            buffer, collector = io.BytesIO(), _BufferCollector()
+            buffer, collector = io.BytesIO(), OutOfBand(_HASHED_APART)
             pickler = _KeyPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
             pickler.fast = True
         pickler.dump(obj)  # a pickler whose dump failed is unusable: it is not kept
@@ -332,9 +310,16 @@ def _structural_pickle(obj: Any) -> Dumped:
     except (ValueError, KeyError):
         # Fast mode refuses cycles (ValueError), and loses count within one dump of some 50
         # frozensets (KeyError, see discard). The memo pickle writes both exactly.
-        buffer, collector = io.BytesIO(), _BufferCollector()
-        _KeyPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector).dump(obj)
-        return buffer.getvalue(), collector.taken()
+        return _pickled(_KeyPickler, obj, fast=False)
+
+
+def _pickled(pickler_type: type[_KeyPickler], obj: Any, *, fast: bool) -> Dumped:
+    """``obj`` pickled by a new ``pickler_type``, in fast mode (no memo) or not."""
+    buffer, collector = io.BytesIO(), OutOfBand(_HASHED_APART)
+    pickler = pickler_type(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
+    pickler.fast = fast
+    pickler.dump(obj)
+    return buffer.getvalue(), collector.buffers
 
 
 class _ObjectsCanonicalPickler(_KeyPickler):
@@ -372,15 +357,10 @@ _NAMED_BY_PICKLE = (
 
 
 def _canonical_pickle(obj: Any) -> Dumped:
-    buffer, collector = io.BytesIO(), _BufferCollector()
-    pickler = _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector)
-    pickler.fast = True
     try:
-        pickler.dump(obj)
+        return _pickled(_ObjectsCanonicalPickler, obj, fast=True)
     except (ValueError, KeyError):  # as in _structural_pickle: cycles, fast mode's count
-        buffer, collector = io.BytesIO(), _BufferCollector()
-        _ObjectsCanonicalPickler(buffer, _PICKLE_PROTOCOL, buffer_callback=collector).dump(obj)
-    return buffer.getvalue(), collector.taken()
+        return _pickled(_ObjectsCanonicalPickler, obj, fast=False)
 
 
 def _with_buffer_digests(dumped: Dumped) -> bytes:

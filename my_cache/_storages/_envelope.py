@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Final
 
 from xxhash import xxh3_64, xxh3_64_intdigest
 
+from my_cache._buffers import OutOfBand
 from my_cache._storages.base import UnstorableResult
 
 OUT_OF_BAND: Final = 64 * 1024
@@ -126,19 +127,7 @@ def dump_result(value: Any, key: str) -> Stored:
     """``value`` as stored bytes for ``key``, or UnstorableResult saying why it cannot be
     pickled. The pickle is written after room left for the header, filled in afterwards; the
     large buffers are not copied at all."""
-    buffers: list[memoryview] = []
-
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-        """False (out of band) for a large contiguous buffer, kept as a byte view."""
-        try:
-            view = buffer.raw()
-        except BufferError:  # not contiguous: pickled in band
-            return True
-        if view.nbytes < OUT_OF_BAND:
-            return True
-        buffers.append(view)
-        return False
-
+    out_of_band = OutOfBand(OUT_OF_BAND)
     stream = io.BytesIO()
     stream.write(bytes(_HEADER.size))
     try:
@@ -148,6 +137,7 @@ def dump_result(value: Any, key: str) -> Stored:
         pickler.dump(_raw_bytes(value))
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as error:
         raise UnstorableResult(f"{type(value).__qualname__} cannot be pickled: {error}") from error
+    buffers = out_of_band.buffers
     view = stream.getbuffer()
     if not buffers:
         _HEADER.pack_into(view, 0, _FORMAT, _checksum(key, view[_HEADER.size :]))

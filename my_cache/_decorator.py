@@ -77,8 +77,6 @@ class FunctionCache:
             raise ValueError(f"{self.function}: mmap_mode must be 'r' or None, got {mmap_mode!r}")
         self.mapped = mmap_mode == "r"
         """Whether hits map large arrays read-only from their files (mmap_mode='r')."""
-        if self.mapped:
-            self.lookup = self._mapped_lookup  # type: ignore[method-assign]
         self.identity: Identity | None = None
         self.key: KeyFunction = self._first_key
         """The store key of a call: the function's identity prefix and a hash of the call."""
@@ -128,15 +126,11 @@ class FunctionCache:
         the function runs.
         """
         started = time.perf_counter() if self.stor.is_debug_log else 0.0
-        value = self.guarded(lambda: self.store().get(key), "my_cache.read_failed", MISSING)
-        if value is not MISSING and self.stor.is_debug_log:
-            self.debug("my_cache.hit", key, started)
-        return value
-
-    def _mapped_lookup(self, key: str) -> Any:
-        """``lookup``, mapping large arrays from their files (see FolderStore.get_mapped)."""
-        started = time.perf_counter() if self.stor.is_debug_log else 0.0
-        value = self.guarded(lambda: self.store().get_mapped(key), "my_cache.read_failed", MISSING)
+        value = self.guarded(
+            lambda: self.store().get_mapped(key) if self.mapped else self.store().get(key),
+            "my_cache.read_failed",
+            MISSING,
+        )
         if value is not MISSING and self.stor.is_debug_log:
             self.debug("my_cache.hit", key, started)
         return value

@@ -301,10 +301,7 @@ class DiskFolder(FolderStore):
         return self._resolved(key, data, deferred=False)
 
     def get_mapped(self, key: str) -> Any:
-        data = self._fetch(key)
-        if type(data) is bytes:  # small: kept in SQLite, read as bytes
-            return self._load(key, data)
-        return self._resolved(key, data, deferred=False, mapped=True)
+        return self._resolved(key, self._fetch(key), deferred=False, mapped=True)
 
     def fetch(self, key: str) -> Any:
         # diskcache keeps values under its min_file_size (32 KiB) in SQLite and hands them

@@ -12,7 +12,7 @@ from my_cache import _log
 from my_cache._describe import MARKER
 from my_cache._flight import ThreadFlights
 from my_cache._identity import Identity, Target, checked_version, identify
-from my_cache._keys import KeyFunction, Normalised, RefusedCall, local_keys, read_call_shape
+from my_cache._keys import KeyFunction, Normalised, RefusedCall, marshal_keys, read_call_shape
 from my_cache._storages.base import (
     MISSING,
     FolderStore,
@@ -93,11 +93,10 @@ class FunctionCache:
         identity = self._identify()
         prefix = identity.prefix
         key: KeyFunction = functools.partial(self._hashed_key, prefix)
-        local = self._process_local and self.target.instance is None
-        if local and type(self.stor.serialiser) is SerialiseBin:
-            # marshal's keys make the same hits as SerialiseBin's in a fraction of the time,
-            # but are valid in this process only (see local_keys).
-            key = local_keys(self._shape, prefix, key) or key
+        if self.target.instance is None and type(self.stor.serialiser) is SerialiseBin:
+            # marshal's keys make the same hits as SerialiseBin's in a fraction of the time
+            # (see marshal_keys).
+            key = marshal_keys(self._shape, prefix, key, local=self._process_local) or key
         if identity.final:
             self.identity, self.key = identity, key
         return key(args, kwargs)

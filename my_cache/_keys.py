@@ -2,12 +2,13 @@
 
 Performance was chosen over brevity here: the signature is read once per function, and the
 per-call work is dict and tuple operations only (``inspect.Signature.bind`` costs microseconds
-per call, more than a whole in-memory hit should). For the same reason a process-local
-store gets keys from ``marshal`` (``local_keys``) rather than from the serialiser.
+per call, more than a whole in-memory hit should). For the same reason plain calls get keys
+from ``marshal`` (``marshal_keys``) rather than from the serialiser.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import marshal
 from collections.abc import Callable, Iterable
@@ -163,8 +164,10 @@ def _refuser(func: Callable[..., Any], signature: inspect.Signature) -> Callable
 
 # marshal's version 2 writes no back-references, so equal values give equal bytes whatever
 # their identity; later versions would tell apart two equal strings by whether one is shared.
+# Its output for the plain scalars and containers below has not changed since Python 2.5 and
+# is little-endian on every machine (tests/test_memory_keys.py holds it to fixed bytes).
 _MARSHAL_VERSION = 2
-_LOCAL_KEY_LIMIT = 256
+_MARSHAL_KEY_LIMIT = 256
 _PLAIN_SCALARS = frozenset([type(None), bool, int, float, complex, str, bytes])
 # marshal's codes for dicts and sets (written in iteration order, which two equal ones need
 # not share), for any other buffer (written as bytes: a bytearray would pass for bytes) and
@@ -173,21 +176,25 @@ _PLAIN_SCALARS = frozenset([type(None), bool, int, float, complex, str, bytes])
 _CODES_OF_NON_PLAIN = b"{<>sc"
 
 
-def local_keys(shape: CallShape, prefix: str, otherwise: KeyFunction) -> KeyFunction | None:
-    """``key(args, kwargs)`` for a store in this process: ``prefix`` and marshal's bytes of
-    the flattened call, or ``otherwise(args, kwargs)`` for calls these cannot key; None when
-    the function's calls cannot be flattened.
+def marshal_keys(
+    shape: CallShape, prefix: str, otherwise: KeyFunction, *, local: bool
+) -> KeyFunction | None:
+    """``key(args, kwargs)`` from marshal's bytes of the flattened call, or
+    ``otherwise(args, kwargs)`` for calls these cannot key; None when the function's calls
+    cannot be flattened. ``local``: the key is ``prefix`` and the bytes themselves, valid in
+    this process only; else ``prefix`` and their hash, the same in every process and Python.
 
     marshal keys values made only of exact builtin scalars (None, bool, int, float, complex,
     str, bytes) in tuples and lists: its bytes for those are equal exactly when the values
     are equal and of the same types, which is how ``SerialiseBin`` tells calls apart, so the
-    two kinds of key never disagree about a hit. Long values go to ``otherwise`` too, so keys
-    stay small.
+    two kinds of key never disagree about a hit. They never collide either: a pickle's first
+    byte is PROTO (0x80), a flattened call's marshal is a tuple's "(". Long values go to
+    ``otherwise`` too, so keys stay small and the walk over the values shallow.
     """
     flatten, flat_arity = shape.flatten, shape.flat_arity
     if flatten is None:
         return None
-    dumps = marshal.dumps
+    dumps, blake2b = marshal.dumps, hashlib.blake2b
 
     def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         values = args if not kwargs and len(args) == flat_arity else flatten(args, kwargs)
@@ -195,12 +202,14 @@ def local_keys(shape: CallShape, prefix: str, otherwise: KeyFunction) -> KeyFunc
             data = dumps(values, _MARSHAL_VERSION)
         except ValueError:  # a type marshal refuses, or a cycle
             return otherwise(args, kwargs)
-        if len(data) > _LOCAL_KEY_LIMIT or (
+        if len(data) > _MARSHAL_KEY_LIMIT or (
             len(data.translate(None, _CODES_OF_NON_PLAIN)) != len(data) and not _plain(values)
         ):
             return otherwise(args, kwargs)
-        # Always holds a NUL (in the tuple's length), which tells it apart from a hash.
-        return prefix + data.decode("latin-1")
+        if local:
+            # Always holds a NUL (in the tuple's length), which tells it apart from a hash.
+            return prefix + data.decode("latin-1")
+        return prefix + blake2b(data, digest_size=16).hexdigest()
 
     return key
 

@@ -47,6 +47,6 @@ def short_key(key: str) -> str:
     """The first characters of a key's hash: enough to tell entries apart in a log."""
     parts = key_format.split(key)
     call = key if parts is None else parts[2]
-    if "\0" in call:  # a process-local key, marshal's bytes (see _keys.local_keys)
+    if "\0" in call:  # a process-local key, marshal's bytes (see _keys.marshal_keys)
         return hashlib.blake2b(call.encode(), digest_size=6).hexdigest()
     return call[:12]

@@ -1,10 +1,15 @@
-"""IN_MEMORY with SerialiseBin keys plain calls with marshal instead of the serialiser: it must
-make exactly the same hits (see my_cache._keys.local_keys)."""
+"""With SerialiseBin, plain calls are keyed by marshal instead of the serialiser, in IN_MEMORY
+(its bytes) and IN_DISK (their hash): they must make exactly the same hits (see
+my_cache._keys.marshal_keys)."""
 
 from __future__ import annotations
 
 import array
+import itertools
+import marshal
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,19 +21,23 @@ from structlog.testing import capture_logs
 from my_cache import CacheStor, SerialiseBin, TypeStorage
 from tests.test_properties import PICKLE_VALUES, mutations, rebuilt, same
 
+STORAGES = [TypeStorage.IN_MEMORY, TypeStorage.IN_DISK]
+_folders = itertools.count()
 
-@pytest.fixture
-def memory() -> Iterator[CacheStor]:
-    stor = CacheStor(type_storage=TypeStorage.IN_MEMORY, serialiser=SerialiseBin)
+
+@pytest.fixture(params=STORAGES, ids=lambda storage: storage.name)
+def memory(request: pytest.FixtureRequest) -> Iterator[CacheStor]:
+    stor = CacheStor(type_storage=request.param, serialiser=SerialiseBin)
     yield stor
     stor.close()
 
 
 def counted(stor: CacheStor, **options: Any) -> tuple[Callable[..., Any], list[Any]]:
-    """A cached function of (a, b=None) returning its arguments, and the list of its runs."""
+    """A cached function of (a, b=None) returning its arguments, and the list of its runs,
+    in a folder of its own (in the test's own directory)."""
     runs: list[Any] = []
 
-    @stor.cache(folder="cache/keys", **options)
+    @stor.cache(folder=f"cache/keys-{next(_folders)}", **options)
     def echo(a: Any, b: Any = None) -> Any:
         runs.append((a, b))
         return (a, b)
@@ -125,10 +134,11 @@ def test_a_recursive_list_falls_back_to_the_serialiser(memory: CacheStor) -> Non
     assert len(runs) == 1
 
 
+@pytest.mark.parametrize("storage", STORAGES, ids=lambda storage: storage.name)
 @settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_calls_hit_exactly_when_equivalent(data: st.DataObject) -> None:
-    stor = CacheStor(type_storage=TypeStorage.IN_MEMORY, serialiser=SerialiseBin)
+def test_calls_hit_exactly_when_equivalent(storage: TypeStorage, data: st.DataObject) -> None:
+    stor = CacheStor(type_storage=storage, serialiser=SerialiseBin)
     echo, runs = counted(stor)
     first = data.draw(PICKLE_VALUES)
     second = data.draw(st.one_of(PICKLE_VALUES, st.just(rebuilt(first)), mutations(first)))
@@ -138,6 +148,7 @@ def test_calls_hit_exactly_when_equivalent(data: st.DataObject) -> None:
     echo(first)
     echo(second)
     assert len(runs) == (2 if same(first, second) else 3)
+    stor.close()
 
 
 def test_debug_events_show_a_short_hex_key(memory: CacheStor) -> None:
@@ -149,3 +160,41 @@ def test_debug_events_show_a_short_hex_key(memory: CacheStor) -> None:
     keys = {event["key"] for event in events}
     assert len(keys) == 1
     assert re.fullmatch(r"[0-9a-f]{12}", keys.pop())
+
+
+def test_marshal_bytes_of_plain_values_are_the_same_on_every_python() -> None:
+    """Disk and Redis keys hash these bytes: were a Python to write them otherwise, every
+    stored plain call would miss there. Fixed here, so that each Python the package claims
+    is held to them."""
+    call = (None, True, False, -1, 2**40, 1.5, -0.0, 2j, "aé\udc80", b"\x00s", (1, ["x"]))
+    assert marshal.dumps(call, 2).hex() == (
+        "280b0000004e544669ffffffff6c030000000000000000046700000000"
+        "0000f83f6700000000000000807900000000000000000000000000000040"
+        "750600000061c3a9edb28073020000000073280200000069010000005b01"
+        "000000750100000078"
+    )
+
+
+def test_disk_keys_of_plain_calls_hit_in_another_process(tmp_path: Any) -> None:
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import sys\n"
+        "from my_cache import CacheStor, TypeStorage\n"
+        "stor = CacheStor(type_storage=TypeStorage.IN_DISK)\n"
+        "@stor.cache(folder=sys.argv[1])\n"
+        "def echo(a, b=None):\n"
+        "    print('ran', flush=True)\n"
+        "    return (a, b)\n"
+        "print(echo(1, ('x', 2.5)), echo(a=1, b=('x', 2.5)), echo(-0.0))\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    assert runs[0].count("ran") == 2
+    assert runs[1] == "(1, ('x', 2.5)) (1, ('x', 2.5)) (-0.0, None)\n"

@@ -3,7 +3,9 @@ it reads is a result only for its own key, intact."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import sqlite3
 import struct
 import time
 import zlib
@@ -122,3 +124,20 @@ def test_entries_of_the_crc_format_are_still_read() -> None:
         load_result(data, OTHER_KEY)
     with pytest.raises(DamagedEntry, match="without its key"):
         load_result(b"MC\x01" + data[3:], OLD_KEY)
+
+
+def test_reads_keep_no_snapshot_open(folder: DiskFolder, tmp_path: Path) -> None:
+    """A read left open would hold its snapshot: SQLite could not checkpoint past it, and the
+    store's -wal file would grow for as long as the process lives."""
+    assert len(folder.entries()) == 5 and folder.totals()[0] == 5
+    assert folder.get("large") == VALUES["large"]
+    assert folder.get("absent") is MISSING
+    assert folder.get("small") == VALUES["small"]
+    folder.set("later", 2, function="f", arg_string=lambda: "", expire=None)
+    database = tmp_path / "store" / diskcache.core.DBNAME
+    with contextlib.closing(sqlite3.connect(database)) as other:
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+    assert Path(f"{database}-wal").stat().st_size == 0
+    assert folder.get("later") == 2
+    folder.close()

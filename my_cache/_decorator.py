@@ -124,15 +124,21 @@ class FunctionCache:
         a folder or ``db_file`` that is not my_cache's is refused with ForeignPath, before
         the function runs.
         """
-        started = time.perf_counter() if self.stor.is_debug_log else 0.0
-        value = self.guarded(
-            lambda: self.store().get_mapped(key) if self.mapped else self.store().get(key),
-            "my_cache.read_failed",
-            MISSING,
-        )
-        if value is not MISSING and self.stor.is_debug_log:
-            self.debug("my_cache.hit", key, started)
-        return value
+        if self.stor.is_debug_log:
+            started = time.perf_counter()
+            value = self.guarded(lambda: self._get(key), "my_cache.read_failed", MISSING)
+            if value is not MISSING:
+                self.debug("my_cache.hit", key, started)
+            return value
+        # The hit path: guarded() inline, without a closure to make per call.
+        try:
+            return self._get(key)
+        except Exception as error:
+            return self._failed(error, "my_cache.read_failed", MISSING)
+
+    def _get(self, key: str) -> Any:
+        store = self.store()
+        return store.get_mapped(key) if self.mapped else store.get(key)
 
     def peek(self, key: str) -> Any:
         """The stored value or MISSING, as ``lookup`` finds it, but no use of the entry:
@@ -207,18 +213,21 @@ class FunctionCache:
 
     def guarded(self, operation: Callable[[], T], event: str, fallback: T) -> T:
         """``operation()``, a store operation; if the store fails, ``fallback``, warned of as
-        ``event`` (unless the store warned already: StoreUnavailable). The one place where
-        store errors become misses and skipped writes, for both decorators. Only ForeignPath
-        reaches the caller: a setting to fix, raised before the function runs."""
+        ``event`` (unless the store warned already: StoreUnavailable). Store errors become
+        misses and skipped writes here (and in ``_failed``), for both decorators. Only
+        ForeignPath reaches the caller: a setting to fix, raised before the function runs."""
         try:
             return operation()
-        except StoreUnavailable:
-            return fallback
-        except ForeignPath:
-            raise
         except Exception as error:
+            return self._failed(error, event, fallback)
+
+    def _failed(self, error: Exception, event: str, fallback: T) -> T:
+        """What ``guarded`` makes of a store's ``error``: ``fallback``, or ForeignPath raised."""
+        if isinstance(error, ForeignPath):
+            raise error
+        if not isinstance(error, StoreUnavailable):
             self.warn(event, f"{type(error).__name__}: {error}")
-            return fallback
+        return fallback
 
     def waits_for_others(self) -> bool:
         """Whether ``acquire`` may wait for another process (see FolderStore); a store that

@@ -7,6 +7,7 @@ import contextlib
 import pickle
 import sqlite3
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from my_cache._private import Access
-from my_cache._storages._diskcache_table import key_of, stored_key
+from my_cache._storages._diskcache_table import key_of, own_connection, stored_key
 from my_cache._storages._envelope import DamagedEntry, dump_result, load_result
 from my_cache._storages._registry import Registry
 from my_cache._storages.base import MISSING
@@ -140,4 +141,25 @@ def test_reads_keep_no_snapshot_open(folder: DiskFolder, tmp_path: Path) -> None
     assert busy == 0
     assert Path(f"{database}-wal").stat().st_size == 0
     assert folder.get("later") == 2
+    folder.close()
+
+
+def test_a_thread_that_wrote_reads_through_its_own_connection(folder: DiskFolder) -> None:
+    """diskcache keeps a connection per thread in a private attribute: own_connection must
+    find the one it writes with (a diskcache release that moves it fails here), and none
+    for a thread that has not written, which reads through the store's reader."""
+    cache = folder._cache
+    assert cache is not None
+    own = own_connection(cache)
+    assert own is not None and own is cache._con
+    found: list[object] = []
+    thread = threading.Thread(target=lambda: found.append(own_connection(cache)))
+    thread.start()
+    thread.join()
+    assert found == [None]
+    values: list[object] = []
+    thread = threading.Thread(target=lambda: values.append(folder.get("small")))
+    thread.start()
+    thread.join()
+    assert values == [VALUES["small"]] and folder.get("small") == VALUES["small"]
     folder.close()

@@ -3,7 +3,7 @@ its columns. Writes go through diskcache's public API; reads that its API would 
 (the hit path, listing 100k entries, counting them) are queries here.
 
 Tested against the diskcache releases ``pyproject.toml`` allows (5.6.x): the table has kept
-these columns since 4.0.
+these columns since 4.0, and its per-thread connection (``own_connection``) its place.
 
 An entry's argument text rides in diskcache's ``tag`` column of the same row as its value, so
 the two are written, replaced, evicted, expired and deleted in one SQLite transaction, by
@@ -125,7 +125,17 @@ def _query(reader: sqlite3.Cursor, sql: str, parameters: dict[str, Any]) -> list
         raise
 
 
-def value_row(reader: sqlite3.Cursor, key: bytes | str) -> tuple[int, str | None, Any] | None:
+def own_connection(cache: Any) -> sqlite3.Connection | None:
+    """The connection through which the calling thread has written to ``cache`` (a
+    diskcache.Cache), or None. diskcache 5.6 keeps one per thread in ``_local.con``; it is
+    its process's: a store drops its Cache in a forked child."""
+    connection: sqlite3.Connection | None = getattr(cache._local, "con", None)
+    return connection
+
+
+def value_row(
+    reader: sqlite3.Cursor | sqlite3.Connection, key: bytes | str
+) -> tuple[int, str | None, Any] | None:
     """``(mode, filename, value)`` of the live entry of ``key`` (as stored), or None."""
     # The hit path: positional parameters and fetchone, about 1 us less than _query.
     try:

@@ -334,12 +334,10 @@ class DiskFolder(FolderStore):
         None in a damaged store (set aside). Unpickling, which runs the value's own code,
         comes after, outside the fork guard."""
         stored = table.stored_key(key)
-        # The hit path: the guard of _between_forks, inline, and the row read here.
+        # The hit path: the guard of _between_forks, inline.
         SQLITE.enter()
         try:
-            with self._read_lock:
-                reader = self._open_reader()
-                row = None if reader is None else table.value_row(reader, stored)
+            row = self._row(stored)
             if row is not None and row[0] == diskcache.core.MODE_RAW and row[2] is not None:
                 return row[2]
             return self._stored(stored, row)
@@ -354,6 +352,13 @@ class DiskFolder(FolderStore):
             SQLITE.exit()
 
     def _row(self, stored: bytes | str) -> tuple[int, str | None, Any] | None:
+        """The row of ``stored``: through the connection this thread writes with, if it has
+        written (its page cache holds what it wrote: a separate reader would read those pages
+        again from the -wal, three reads a miss), else through the reader."""
+        cache = self._cache
+        own = None if cache is None else table.own_connection(cache)
+        if own is not None:
+            return table.value_row(own, stored)
         with self._read_lock:
             reader = self._open_reader()
             return None if reader is None else table.value_row(reader, stored)

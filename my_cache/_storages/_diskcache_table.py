@@ -115,9 +115,9 @@ _LIMIT = "SELECT key, value FROM Settings WHERE key IN ('size_limit', 'eviction_
 _KEYS_FROM = "SELECT key FROM Cache WHERE key >= :low AND key < :high AND raw = 1"
 
 
-def _query(reader: sqlite3.Cursor, sql: str, parameters: dict[str, Any]) -> list[Any]:
+def _query(connection: sqlite3.Connection, sql: str, parameters: dict[str, Any]) -> list[Any]:
     try:
-        return reader.execute(sql, parameters).fetchall()
+        return connection.execute(sql, parameters).fetchall()
     except sqlite3.OperationalError as error:
         # A database diskcache has created but not yet given its tables holds nothing.
         if "no such table" in str(error):
@@ -134,12 +134,12 @@ def own_connection(cache: Any) -> sqlite3.Connection | None:
 
 
 def value_row(
-    reader: sqlite3.Cursor | sqlite3.Connection, key: bytes | str
+    connection: sqlite3.Connection, key: bytes | str
 ) -> tuple[int, str | None, Any] | None:
     """``(mode, filename, value)`` of the live entry of ``key`` (as stored), or None."""
     # The hit path: positional parameters and fetchone, about 1 us less than _query.
     try:
-        row: tuple[int, str | None, Any] | None = reader.execute(
+        row: tuple[int, str | None, Any] | None = connection.execute(
             VALUE, (key, time.time())
         ).fetchone()
     except sqlite3.OperationalError as error:
@@ -160,11 +160,11 @@ def _older(key: str) -> str:
     return "" if key_format.split(key) is not None else key.rpartition(":")[0]
 
 
-def entries(reader: sqlite3.Cursor) -> list[EntryRow]:
+def entries(connection: sqlite3.Connection) -> list[EntryRow]:
     """``(function, key, arg_string, size, created, expires)`` of every live entry, oldest
     first; entries without a description (an older my_cache's) have function ''."""
-    rows = _query(reader, _ENTRIES, {"now": time.time()})
-    names = dict(_query(reader, _NAMES, {})) if rows else {}
+    rows = _query(connection, _ENTRIES, {"now": time.time()})
+    names = dict(_query(connection, _NAMES, {})) if rows else {}
     return [
         (
             names.get(key[:_GENERATION_BYTES], "") if isinstance(key, bytes) else _older(key),
@@ -178,24 +178,24 @@ def entries(reader: sqlite3.Cursor) -> list[EntryRow]:
     ]
 
 
-def totals(reader: sqlite3.Cursor) -> tuple[int, int, int | None]:
+def totals(connection: sqlite3.Connection) -> tuple[int, int, int | None]:
     """How many live entries there are, their bytes, and the store's size limit (None when
     it evicts nothing)."""
-    rows = _query(reader, _TOTALS, {"now": time.time()})
-    settings = dict(_query(reader, _LIMIT, {}))
+    rows = _query(connection, _TOTALS, {"now": time.time()})
+    settings = dict(_query(connection, _LIMIT, {}))
     limit = settings.get("size_limit")
     if settings.get("eviction_policy", "none") == "none" or not isinstance(limit, int):
         limit = None
     return (int(rows[0][0]), int(rows[0][1]), limit) if rows else (0, 0, limit)
 
 
-def oldest_keys(reader: sqlite3.Cursor, count: int) -> list[bytes | str]:
+def oldest_keys(connection: sqlite3.Connection, count: int) -> list[bytes | str]:
     """The ``count`` least recently stored keys, oldest first (by diskcache's store_time
     index, made by its least-recently-stored eviction policy)."""
-    return [key for (key,) in _query(reader, _OLDEST, {"count": count})]
+    return [key for (key,) in _query(connection, _OLDEST, {"count": count})]
 
 
-def stored_as_text(reader: sqlite3.Cursor, keys: list[str]) -> list[str]:
+def stored_as_text(connection: sqlite3.Connection, keys: list[str]) -> list[str]:
     """Which of ``keys`` the store holds as text, as my_cache did before it stored its keys
     as bytes (``stored_key`` finds only the bytes)."""
     found: list[str] = []
@@ -203,14 +203,14 @@ def stored_as_text(reader: sqlite3.Cursor, keys: list[str]) -> list[str]:
         batch = keys[start : start + 500]
         marks = ", ".join("?" * len(batch))
         query = f"SELECT key FROM Cache WHERE key IN ({marks}) AND raw = 1"
-        found += [key for (key,) in reader.execute(query, batch)]
+        found += [key for (key,) in connection.execute(query, batch)]
     return found
 
 
-def keys_starting(reader: sqlite3.Cursor, prefix: str) -> list[bytes | str]:
+def keys_starting(connection: sqlite3.Connection, prefix: str) -> list[bytes | str]:
     """Every stored key of an identity's ``prefix`` (generation:variant:), by the key index."""
     parts = key_format.split(prefix)
     assert parts is not None, prefix
     low = bytes.fromhex(parts[0] + parts[1])
     high = (int.from_bytes(low, "big") + 1).to_bytes(_PREFIX_BYTES, "big")
-    return [key for (key,) in _query(reader, _KEYS_FROM, {"low": low, "high": high})]
+    return [key for (key,) in _query(connection, _KEYS_FROM, {"low": low, "high": high})]

@@ -8,10 +8,14 @@ one in the child would act on the parent's locks and shared-memory index.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ForkAware(Protocol):
@@ -42,21 +46,46 @@ def _in_child() -> None:
 os.register_at_fork(after_in_child=_in_child)
 
 
+class _Mark:
+    """A thread's count of the store operations it is inside (0 or 1; more if nested)."""
+
+    __slots__ = ("__weakref__", "depth")
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+
 class _Quiet:
     """Lets a fork wait until no thread of ours is inside SQLite.
 
     A child forked while another thread is inside SQLite inherits SQLite's mutexes and its
     per-file lock records as they were at that instant: its own first connection then waits
-    for locks no one will ever release. Every store operation is made between ``enter()``
-    and ``exit()``, never one inside another, and never around code of the user's (a
-    pickle's own code might fork); a fork waits for those running to end, holds back new
-    ones, and lets them go on in the parent once it is done.
+    for locks no one will ever release. Every store operation counts itself in its thread's
+    mark, never around code of the user's (a pickle's own code might fork); a fork waits for
+    the operations running to end, holds back new ones, and lets them go on in the parent
+    once it is done. Each operation is written out where it runs (see ``quiet``)::
+
+        mark = SQLITE.mark()
+        mark.depth += 1
+        try:
+            if SQLITE.forking:
+                SQLITE.wait_out(mark)
+            ...  # the operation
+        finally:
+            mark.depth -= 1
+            if SQLITE.forking:
+                SQLITE.notify()
+
+    Not as calls to enter() and exit(): a signal handler (Ctrl-C) runs at the start of a
+    call, and one raising there skipped an exit(), which left an operation counted forever
+    and every later fork waiting for it. The count changes by attribute stores, at which no
+    handler runs, and each is undone in the ``finally`` right after it.
     """
 
     # The fast path takes no lock (a hit passes here twice: 0.1 against 0.45 us with one):
-    # an operation announces itself in ``_inside`` and then checks ``_forking``; a fork sets
-    # ``_forking`` and then checks ``_inside``. list.append and list.pop are atomic, so one of
-    # the two always sees the other. The lock and condition are for waiting only.
+    # an operation counts itself and then checks ``forking``; a fork sets ``forking`` and then
+    # checks the counts. Under the GIL one of the two always sees the other. The lock and
+    # condition are for waiting only.
 
     def __init__(self) -> None:
         self._reset()
@@ -64,34 +93,70 @@ class _Quiet:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._inside: list[None] = []  # one item per operation under way
-        self._forking = False
+        self._local = threading.local()
+        self._marks: weakref.WeakSet[_Mark] = weakref.WeakSet()  # a thread's goes with it
+        self.forking = False
 
-    def enter(self) -> None:
-        self._inside.append(None)
-        while self._forking:
-            self.exit()
+    def mark(self) -> _Mark:
+        """The calling thread's mark."""
+        try:
+            mark: _Mark = self._local.mark
+        except AttributeError:
+            mark = self._local.mark = _Mark()
             with self._lock:
-                while self._forking:
-                    self._changed.wait()
-            self._inside.append(None)
+                self._marks.add(mark)
+        return mark
 
-    def exit(self) -> None:
-        self._inside.pop()
-        if self._forking:
+    def wait_out(self, mark: _Mark) -> None:
+        """Called by an operation that counted itself while a fork is under way: uncounted,
+        it waits for the fork to end (an operation inside another just goes on)."""
+        if mark.depth != 1:
+            return
+        mark.depth -= 1
+        try:
             with self._lock:
                 self._changed.notify_all()
+                while self.forking:
+                    self._changed.wait()
+        finally:
+            mark.depth += 1
+
+    def notify(self) -> None:
+        """An operation ended while a fork waits."""
+        with self._lock:
+            self._changed.notify_all()
 
     def before_fork(self) -> None:
         with self._lock:
-            self._forking = True
-            while self._inside:
-                self._changed.wait()
+            self.forking = True
+            # Timed: a notify lost to an interrupt between an operation's end and its
+            # notify() must not keep the fork waiting.
+            while any(mark.depth for mark in self._marks):
+                self._changed.wait(0.05)
 
     def after_fork_in_parent(self) -> None:
         with self._lock:
-            self._forking = False
+            self.forking = False
             self._changed.notify_all()
+
+
+def quiet(method: F) -> F:
+    """``method``, a store operation that uses SQLite, made while no fork is under way."""
+
+    @functools.wraps(method)
+    def operation(*args: Any, **kwargs: Any) -> Any:
+        mark = SQLITE.mark()
+        mark.depth += 1
+        try:
+            if SQLITE.forking:
+                SQLITE.wait_out(mark)
+            return method(*args, **kwargs)
+        finally:
+            mark.depth -= 1
+            if SQLITE.forking:
+                SQLITE.notify()
+
+    return cast(F, operation)
 
 
 SQLITE = _Quiet()

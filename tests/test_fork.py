@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -209,3 +211,55 @@ def test_forks_while_other_threads_write_and_hit_give_children_that_work(tmp_pat
             writer.join()
     stor.close()
     assert exits == [0] * 10
+
+
+INTERRUPTED_HITS = """
+import os, signal, sys, threading, time
+from my_cache import CacheStor, TypeStorage
+stor = CacheStor(type_storage=TypeStorage.IN_DISK, db_file=sys.argv[1] + "/catalogue.db")
+@stor.cache(folder=sys.argv[1] + "/store")
+def f(a):
+    return a
+for i in range(50):
+    f(i)
+class Interrupt(BaseException):
+    pass
+armed = False
+def handler(*_):
+    if armed:
+        raise Interrupt
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+interrupts, deadline = 0, time.monotonic() + 2
+while time.monotonic() < deadline:
+    try:
+        try:
+            armed = True
+            f(interrupts % 100)
+        finally:
+            armed = False
+    except Interrupt:
+        interrupts += 1
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+threading.Timer(10, lambda: (print("the fork waits", flush=True), os._exit(3))).start()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if f(1) == 1 else 1)
+print("interrupted", interrupts, "child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+os._exit(0)
+"""
+
+
+def test_forks_go_on_after_interrupts_anywhere_in_calls(tmp_path: Path) -> None:
+    """Ctrl-C (an exception raised by a signal handler) may land at any point of a call: a
+    store operation then still counts as ended, and a fork does not wait for it forever."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", INTERRUPTED_HITS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    interrupted, count, child, status = done.stdout.split()
+    assert (interrupted, child, status) == ("interrupted", "child", "0")
+    assert int(count) > 1000

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from my_cache import _log
-from my_cache._fork import SQLITE, keep_unclosed, renew_after_fork
+from my_cache._fork import keep_unclosed, quiet, renew_after_fork
 from my_cache._private import Access
 from my_cache._sqlite import BUSY_TIMEOUT, Failure, failure, is_damage, patiently, read_only
 from my_cache._storages.base import ForeignPath, StoreUnavailable
@@ -64,11 +64,7 @@ class Registry:
         Called where no store operation runs (a store being opened), so it is one itself.
         """
         if not self._checked:
-            SQLITE.enter()
-            try:
-                _kind_of(self.path)
-            finally:
-                SQLITE.exit()
+            quiet(_kind_of)(self.path)
             self._checked = True
 
     def lists(self, folder: str) -> bool:

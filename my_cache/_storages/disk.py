@@ -4,7 +4,6 @@ of folders in ``db_file``."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import sqlite3
@@ -12,13 +11,13 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import diskcache
 from diskcache.core import UNKNOWN
 
 from my_cache import _log
-from my_cache._fork import SQLITE, keep_unclosed, renew_after_fork
+from my_cache._fork import SQLITE, keep_unclosed, quiet, renew_after_fork
 from my_cache._private import Access
 from my_cache._sqlite import failure, is_damage, is_locked, patiently, read_only
 from my_cache._storages import _diskcache_table as table
@@ -49,21 +48,6 @@ if TYPE_CHECKING:
     from my_cache._identity import Identity
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _between_forks(method: F) -> F:
-    """``method``, a store operation that uses SQLite, made while no fork is under way."""
-
-    @functools.wraps(method)
-    def operation(*args: Any, **kwargs: Any) -> Any:
-        SQLITE.enter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            SQLITE.exit()
-
-    return cast(F, operation)
 
 
 _FILE_MISSING: Any = object()
@@ -331,9 +315,12 @@ class DiskFolder(FolderStore):
         None in a damaged store (set aside). Unpickling, which runs the value's own code,
         comes after, outside the fork guard."""
         stored = table.stored_key(key)
-        # The hit path: the guard of _between_forks, inline.
-        SQLITE.enter()
+        # The hit path: quiet()'s guard, inline.
+        mark = SQLITE.mark()
+        mark.depth += 1
         try:
+            if SQLITE.forking:
+                SQLITE.wait_out(mark)
             row = self._row(stored)
             if row is not None and row[0] == diskcache.core.MODE_RAW and row[2] is not None:
                 return row[2]
@@ -346,7 +333,9 @@ class DiskFolder(FolderStore):
                 raise
             return patiently(lambda: self._stored(stored, self._row(stored)))
         finally:
-            SQLITE.exit()
+            mark.depth -= 1
+            if SQLITE.forking:
+                SQLITE.notify()
 
     def _row(self, stored: bytes | str) -> tuple[int, str | None, Any] | None:
         """The row of ``stored``: through the connection this thread writes with, if it has
@@ -399,7 +388,7 @@ class DiskFolder(FolderStore):
         except DamagedEntry as error:
             return self._drop(key, str(error))
 
-    @_between_forks
+    @quiet
     def _drop(self, key: str, reason: str) -> Any:
         _log.warning("my_cache.damaged_entry", folder=self.folder, key=key, reason=reason)
         # A store that cannot be written keeps it: a miss each time, never its value.
@@ -428,7 +417,7 @@ class DiskFolder(FolderStore):
             )
         self._put(table.stored_key(key), function, data, expire, shortened(arg_string()))
 
-    @_between_forks
+    @quiet
     def _put(
         self, stored: bytes | str, function: str, data: Stored, expire: float | None, tag: str
     ) -> None:
@@ -506,7 +495,7 @@ class DiskFolder(FolderStore):
         older = self._reading(lambda reader: table.stored_as_text(reader, texts), no_texts)
         return self._delete_stored([*stored, *older])
 
-    @_between_forks
+    @quiet
     def _delete_stored(self, keys: list[bytes | str]) -> int:
         # One transaction per key, as diskcache deletes: its row goes, then its value file.
         # In one transaction for all, diskcache would remove each file before the commit,
@@ -527,7 +516,7 @@ class DiskFolder(FolderStore):
         nothing: tuple[int, int, int | None] = (0, 0, None)
         return self._reading(table.totals, nothing)
 
-    @_between_forks
+    @quiet
     def _reading(self, query: Callable[[sqlite3.Connection], T], empty: T) -> T:
         """``query(reader)``, or ``empty`` when there is no store or it is damaged (then it is
         set aside, as a call finding the damage would)."""
@@ -541,7 +530,7 @@ class DiskFolder(FolderStore):
             self._recover(error)
             return empty
 
-    @_between_forks
+    @quiet
     def close(self) -> None:
         with self._lock, self._read_lock:
             self._close()

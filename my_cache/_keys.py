@@ -108,7 +108,8 @@ def read_call_shape(func: Callable[..., Any], ignore: Iterable[str], name: str) 
         extra_keywords: dict[str, Any] = {}
         for name, value in kwargs.items():
             if name in keywords:
-                if position.get(name, n_positional) < len(args):
+                # Given positionally too? Never so for a keyword-only name, which has no position.
+                if position.get(name, len(args)) < len(args):
                     raise refuse(args, kwargs)
                 values[name] = value
             elif takes_var_keyword:

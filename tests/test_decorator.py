@@ -76,6 +76,21 @@ def test_var_positional_and_var_keyword_arguments(stor: CacheStor) -> None:
     assert runs == 3
 
 
+def test_keyword_only_parameters_after_var_positional_ones(stor: CacheStor) -> None:
+    runs: list[tuple[int, tuple[int, ...], int]] = []
+
+    @stor.cache(folder="cache/g")
+    def g(a: int, *rest: int, c: int = 3) -> tuple[int, tuple[int, ...], int]:
+        runs.append((a, rest, c))
+        return (a, rest, c)
+
+    assert g(1, 2, c=3) == g(1, 2) == g(1, 2, c=3) == (1, (2,), 3)
+    assert len(runs) == 1 and g.cache_info().hits == 2
+    assert g(1, 2, c=4) == (1, (2,), 4) and len(runs) == 2
+    assert g.invalidate(1, 2, c=3) is True
+    assert g(1, 2) == (1, (2,), 3) and len(runs) == 3
+
+
 def test_a_stored_none_is_a_hit(stor: CacheStor) -> None:
     runs = 0
 

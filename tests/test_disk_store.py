@@ -163,3 +163,17 @@ def test_a_thread_that_wrote_reads_through_its_own_connection(folder: DiskFolder
     thread.join()
     assert values == [VALUES["small"]] and folder.get("small") == VALUES["small"]
     folder.close()
+
+
+def test_a_store_caught_before_diskcache_made_its_tables_holds_nothing(tmp_path: Path) -> None:
+    """diskcache creates the database file, then its tables: a delete, listing or read by
+    another thread or process in between finds no entries, and raises nothing."""
+    (tmp_path / "store").mkdir(mode=0o700)
+    sqlite3.connect(tmp_path / "store" / diskcache.core.DBNAME).close()
+    registry = Registry(tmp_path / "c.db", Access())
+    store = DiskFolder(str(tmp_path / "store"), registry, size_limit=None, access=Access())
+    key = key_of(bytes(range(31)))  # a key as my_cache makes them
+    assert store.delete(key) is False
+    assert store.get(key) is MISSING
+    assert store.entries() == [] and store.totals() == (0, 0, None)
+    store.close()

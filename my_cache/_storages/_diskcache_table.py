@@ -115,7 +115,9 @@ _LIMIT = "SELECT key, value FROM Settings WHERE key IN ('size_limit', 'eviction_
 _KEYS_FROM = "SELECT key FROM Cache WHERE key >= :low AND key < :high AND raw = 1"
 
 
-def _query(connection: sqlite3.Connection, sql: str, parameters: dict[str, Any]) -> list[Any]:
+def _query(
+    connection: sqlite3.Connection, sql: str, parameters: dict[str, Any] | list[str]
+) -> list[Any]:
     try:
         return connection.execute(sql, parameters).fetchall()
     except sqlite3.OperationalError as error:
@@ -203,7 +205,7 @@ def stored_as_text(connection: sqlite3.Connection, keys: list[str]) -> list[str]
         batch = keys[start : start + 500]
         marks = ", ".join("?" * len(batch))
         query = f"SELECT key FROM Cache WHERE key IN ({marks}) AND raw = 1"
-        found += [key for (key,) in connection.execute(query, batch)]
+        found += [key for (key,) in _query(connection, query, batch)]
     return found
 
 

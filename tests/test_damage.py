@@ -147,6 +147,26 @@ def test_a_data_folder_deleted_while_the_cache_is_open(counted: Counted, run_pyt
     assert run_python(program).stdout == f"{len(LARGE)} 0\n"
 
 
+def test_a_data_folder_another_program_removed_and_made_again(
+    counted: Counted, run_python: Any
+) -> None:
+    """What this process writes next goes into the store the others read, not into the
+    deleted file it had open."""
+    program = f"""
+        import importlib, pathlib, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        counted = importlib.import_module({__name__!r}).Counted(pathlib.Path({str(counted.root)!r}))
+        print(len(counted.value(sys.argv[1])), counted.runs)
+    """
+    shutil.rmtree(counted.folder)
+    assert run_python(program, args=("small",)).stdout == f"{len(SMALL)} 1\n"
+    with capture_logs() as events:
+        assert counted.value("new") == LARGE
+    assert warnings_of(events) == ["my_cache.missing_store"]
+    assert "made again" in events[0]["reason"]
+    assert run_python(program, args=("new",)).stdout == f"{len(LARGE)} 0\n"
+
+
 def registered(db_file: Path) -> list[str]:
     with sqlite3.connect(db_file) as registry:
         return [path for (path,) in registry.execute("SELECT path FROM folders")]

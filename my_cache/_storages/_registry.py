@@ -167,7 +167,7 @@ class Registry:
 
     def _current_file(self) -> bool:
         """Whether the file open is still the one at ``path``."""
-        return self._connected_inode is not None and self._connected_inode == _inode(self.path)
+        return self._connected_inode is not None and self._connected_inode == inode_of(self.path)
 
     def _execute(self, statement: str, parameters: tuple[str, ...] = ()) -> list[tuple[str]]:
         """Run one statement (the caller holds the lock), waiting out other writers' locks."""
@@ -214,7 +214,7 @@ class Registry:
         # Created 0600 first: the WAL and shared-memory files SQLite adds take its mode.
         self._access.make_file(self.path)
         # The file this attempt opens: if it turns out damaged, it is the one set aside.
-        self._connected_inode = _inode(self.path)
+        self._connected_inode = inode_of(self.path)
         connection = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
@@ -282,7 +282,8 @@ class _Failed(Exception):
         self.reason = str(failure)
 
 
-def _inode(path: Path) -> int | None:
+def inode_of(path: Path) -> int | None:
+    """The inode of the file at ``path``, or None if there is none."""
     try:
         return os.stat(path).st_ino
     except OSError:

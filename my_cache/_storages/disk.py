@@ -28,7 +28,7 @@ from my_cache._storages._envelope import (
     load_result,
     read_result,
 )
-from my_cache._storages._registry import Registry
+from my_cache._storages._registry import Registry, inode_of
 from my_cache._storages.base import (
     MISSING,
     Backend,
@@ -163,6 +163,7 @@ class DiskFolder(FolderStore):
         self._reader: sqlite3.Connection | None = None
         self._reader_inode: int | None = None
         self._cache: diskcache.Cache | None = None
+        self._writer_inode: int | None = None  # of the database _cache opened
         self._expiring_writes = 0
         # Generations whose function name this object recorded in the store (see set).
         self._named: set[bytes] = set()
@@ -198,8 +199,7 @@ class DiskFolder(FolderStore):
             self._trust()
             self._reader = read_only(self._database)
             if self._reader is not None:
-                with contextlib.suppress(OSError):
-                    self._reader_inode = os.stat(self._database).st_ino
+                self._reader_inode = inode_of(self._database)
         return self._reader
 
     def _writable(self) -> diskcache.Cache:
@@ -207,10 +207,19 @@ class DiskFolder(FolderStore):
             self._trust()
             if self._cache is None:
                 self._cache = self._open_writable()
-            elif not self._database.exists():
-                self._warn("my_cache.missing_store", "the folder was removed; recreated")
+                self._writer_inode = inode_of(self._database)
+            elif (inode := inode_of(self._database)) != self._writer_inode:
+                # Removed (and maybe made again by another process): writing on into the
+                # open, deleted file, no one would ever find what is written.
+                self._warn(
+                    "my_cache.missing_store",
+                    "the folder was removed; recreated"
+                    if inode is None
+                    else "the folder was removed and made again meanwhile; reopened",
+                )
                 self._close()
                 self._cache = self._open_writable()
+                self._writer_inode = inode_of(self._database)
             return self._cache
 
     def _open_writable(self) -> diskcache.Cache:

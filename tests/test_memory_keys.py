@@ -198,3 +198,19 @@ def test_disk_keys_of_plain_calls_hit_in_another_process(tmp_path: Any) -> None:
     ]
     assert runs[0].count("ran") == 2
     assert runs[1] == "(1, ('x', 2.5)) (1, ('x', 2.5)) (-0.0, None)\n"
+
+
+def test_parameters_reordered_under_a_pinned_version_never_take_another_calls_entry(
+    memory: CacheStor,
+) -> None:
+    def define(parameters: str) -> Callable[..., Any]:
+        namespace: dict[str, Any] = {"__name__": "reordered"}  # one name for both
+        exec(f"def pair({parameters}):\n    return ('a', a, 'b', b)\n", namespace)
+        return memory.cache(folder="cache/reordered", version="1")(namespace["pair"])
+
+    before = define("a, b")
+    assert before(1, 2) == ("a", 1, "b", 2) and before(2, 1) == ("a", 2, "b", 1)
+    after = define("b, a")
+    assert after(a=1, b=2) == ("a", 1, "b", 2)
+    assert after(2, 1) == ("a", 1, "b", 2)
+    assert after(1, 2) == ("a", 2, "b", 1)

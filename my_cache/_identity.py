@@ -37,6 +37,9 @@ from my_cache._storages.base import Entry
 from my_cache.serialisers import Serialise
 
 _VERSION = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+# How the call part of keys is made: changed with it, so that entries an older my_cache made,
+# which no call finds any more, are of another generation: stale (2: marshal's for plain calls).
+_KEYS_MADE = 2
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Identity:
     @property
     def prefix(self) -> str:
         """Every key of this function object starts with this."""
-        return key_format.prefix(_digest(f"{self.name}\0{self.revision}".encode()), self.variant)
+        generation = f"{self.name}\0{self.revision}\0{_KEYS_MADE}"
+        return key_format.prefix(_digest(generation.encode()), self.variant)
 
     def clears(self, key: str) -> bool:
         """Whether ``cache_clear()`` removes ``key``: an entry of this function object only.

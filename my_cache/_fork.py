@@ -102,24 +102,29 @@ class _Quiet:
         try:
             mark: _Mark = self._local.mark
         except AttributeError:
-            mark = self._local.mark = _Mark()
+            # Listed before it is kept: an interrupt in between leaves a mark listed but
+            # unused, never one in use that a fork does not see.
+            mark = _Mark()
             with self._lock:
                 self._marks.add(mark)
+            self._local.mark = mark
         return mark
 
     def wait_out(self, mark: _Mark) -> None:
-        """Called by an operation that counted itself while a fork is under way: uncounted,
-        it waits for the fork to end (an operation inside another just goes on)."""
+        """Called by an operation that counted itself and then saw a fork under way: it waits,
+        uncounted, until no fork is (an operation inside another just goes on). On return it
+        is counted again and no fork is under way, one that began meanwhile included."""
         if mark.depth != 1:
             return
-        mark.depth -= 1
-        try:
-            with self._lock:
-                self._changed.notify_all()
-                while self.forking:
-                    self._changed.wait()
-        finally:
-            mark.depth += 1
+        while self.forking:
+            mark.depth -= 1
+            try:
+                with self._lock:
+                    self._changed.notify_all()
+                    while self.forking:
+                        self._changed.wait()
+            finally:
+                mark.depth += 1
 
     def notify(self) -> None:
         """An operation ended while a fork waits."""

@@ -263,3 +263,72 @@ def test_forks_go_on_after_interrupts_anywhere_in_calls(tmp_path: Path) -> None:
     interrupted, count, child, status = done.stdout.split()
     assert (interrupted, child, status) == ("interrupted", "child", "0")
     assert int(count) > 1000
+
+
+class _PausingLock:
+    """A lock for _Quiet's condition that tells when the operation's thread lets it go, and
+    can hold that thread just after one release: where a thread switch may come."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.released = threading.Event()  # by the operation's thread
+        self.pause = threading.Event()  # set: its next release waits for go
+        self.paused = threading.Event()
+        self.go = threading.Event()
+
+    def acquire(self, *args: Any) -> bool:
+        return self._lock.acquire(*args)
+
+    def release(self) -> None:
+        self._lock.release()
+        if threading.current_thread().name != "operation":
+            return
+        self.released.set()
+        if self.pause.is_set():
+            self.pause.clear()
+            self.paused.set()
+            self.go.wait()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_an_operation_waiting_out_a_fork_waits_out_the_next_one_too() -> None:
+    """An operation that waited for a fork is uncounted until it counts itself again: a fork
+    beginning just then does not wait for it, so the operation must wait for that one."""
+    from my_cache._fork import _Quiet
+
+    quiet = _Quiet()
+    lock = _PausingLock()
+    quiet._lock, quiet._changed = lock, threading.Condition(lock)  # type: ignore[assignment]
+    ran_while_forking: list[bool] = []
+
+    def operation() -> None:
+        mark = quiet.mark()
+        mark.depth += 1
+        try:
+            if quiet.forking:
+                quiet.wait_out(mark)
+            ran_while_forking.append(quiet.forking)
+            lock.released.set()
+        finally:
+            mark.depth -= 1
+
+    quiet.before_fork()  # a first fork under way
+    thread = threading.Thread(target=operation, name="operation")
+    thread.start()
+    assert lock.released.wait(10)  # waiting for the fork
+    lock.pause.set()
+    quiet.after_fork_in_parent()  # the operation wakes, and is held as it lets go the lock
+    assert lock.paused.wait(10)
+    quiet.before_fork()  # a second fork: the operation is not counted, so it goes on at once
+    lock.released.clear()
+    lock.go.set()
+    assert lock.released.wait(10)  # the operation waits again, or has run
+    assert ran_while_forking == []
+    quiet.after_fork_in_parent()
+    thread.join(10)
+    assert ran_while_forking == [False]

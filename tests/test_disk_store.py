@@ -4,6 +4,7 @@ it reads is a result only for its own key, intact."""
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import sqlite3
 import struct
@@ -16,6 +17,7 @@ import diskcache
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from my_cache._private import Access
 from my_cache._storages._diskcache_table import key_of, own_connection, stored_key
@@ -177,3 +179,21 @@ def test_a_store_caught_before_diskcache_made_its_tables_holds_nothing(tmp_path:
     assert store.get(key) is MISSING
     assert store.entries() == [] and store.totals() == (0, 0, None)
     store.close()
+
+
+def test_damage_found_by_a_writer_leaves_a_store_rebuilt_meanwhile_alone(
+    folder: DiskFolder, tmp_path: Path
+) -> None:
+    """A thread that has written reads through its own connection: when that read finds
+    damage, the store set aside is the one it read, not one another process rebuilt since."""
+    assert folder.get("small") == VALUES["small"]  # through the writer's connection
+    os.rename(tmp_path / "store", tmp_path / "set-aside-by-another")
+    rebuilt = DiskFolder(str(tmp_path / "store"), folder._registry, None, Access())
+    rebuilt.set("fresh", 1, function="f", arg_string=lambda: "", expire=None)
+    with capture_logs() as events:
+        folder._recover(sqlite3.DatabaseError("database disk image is malformed"))
+    assert events == []
+    assert not (tmp_path / "store.damaged").exists()
+    assert rebuilt.get("fresh") == 1
+    rebuilt.close()
+    folder.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -59,6 +60,23 @@ def test_a_store_others_may_write_is_not_read(tmp_path: Path, mode: int) -> None
     assert f"fix: chmod 700 {store}" in events[0]["reason"]
     store.chmod(0o700)
     assert uses(tmp_path) == ([], [])  # what it held is intact, and read again
+
+
+def test_a_store_made_again_by_others_while_open_is_trusted_only_if_it_may_be(
+    tmp_path: Path,
+) -> None:
+    stor, value, runs = make(tmp_path)
+    assert [len(value(n)) for n in (1, 2)] == [100, LARGE]
+    store = tmp_path / "cache" / "values"
+    shutil.rmtree(store)
+    fill(tmp_path)  # another program makes it again...
+    store.chmod(0o777)  # ...and anyone may write it now
+    with capture_logs() as events:
+        assert [len(value(n)) for n in (3, 1, 3)] == [100, 100, 100]
+    assert runs == [1, 2, 3, 1, 3]  # nothing read from it, nothing written to it
+    assert [e["event"] for e in events] == ["my_cache.missing_store", "my_cache.untrusted_store"]
+    stor.close()
+    store.chmod(0o700)
 
 
 def test_a_group_writable_store_is_read_with_trust_group(tmp_path: Path, monkeypatch: Any) -> None:

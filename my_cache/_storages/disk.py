@@ -218,6 +218,8 @@ class DiskFolder(FolderStore):
                     else "the folder was removed and made again meanwhile; reopened",
                 )
                 self._close()
+                self._refusal = None  # whoever made it again: trusted only if it may be
+                self._trust()
                 self._cache = self._open_writable()
                 self._writer_inode = inode_of(self._database)
             return self._cache
@@ -262,7 +264,8 @@ class DiskFolder(FolderStore):
     def _recover(self, error: Exception) -> None:
         """After SQLite reported damage: set the store aside; the next write rebuilds it."""
         with self._lock, self._read_lock:
-            inode = self._reader_inode
+            # The database read: through the writer's connection once there is one (see _row).
+            inode = self._writer_inode if self._cache is not None else self._reader_inode
             self._close()
             self._set_aside(error, inode)
 

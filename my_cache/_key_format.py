@@ -1,9 +1,10 @@
 """The format of a store key, in one place: ``<generation>:<variant>:<call>``.
 
 The generation (16 hex digits) is a hash of the function's name and revision, the variant
-(12 hex) of what else decides its results (see _identity); the call part is the serialiser's
-hash of the arguments, or marshal's bytes for a process-local store (see _keys). An older
-my_cache wrote other shapes: ``split`` returns None for them.
+(12 hex) of what else decides its results (see _identity); the call part is a hash of the
+arguments (the serialiser's, or of marshal's bytes for a plain call), or for a process-local
+store marshal's bytes themselves (see _keys). An older my_cache wrote other shapes: ``split``
+returns None for them.
 """
 
 from __future__ import annotations

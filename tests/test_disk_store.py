@@ -3,6 +3,7 @@ it reads is a result only for its own key, intact."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import pickle
@@ -132,14 +133,20 @@ def test_entries_of_the_crc_format_are_still_read() -> None:
 def test_reads_keep_no_snapshot_open(folder: DiskFolder, tmp_path: Path) -> None:
     """A read left open would hold its snapshot: SQLite could not checkpoint past it, and the
     store's -wal file would grow for as long as the process lives."""
-    assert len(folder.entries()) == 5 and folder.totals()[0] == 5
-    assert folder.get("large") == VALUES["large"]
-    assert folder.get("absent") is MISSING
-    assert folder.get("small") == VALUES["small"]
+
+    def reads() -> None:
+        assert len(folder.entries()) == 5 and folder.totals()[0] == 5
+        assert folder.get("large") == VALUES["large"]
+        assert folder.get("absent") is MISSING
+        assert folder.get("small") == VALUES["small"]
+
+    reads()  # through the connection this thread wrote with
+    with concurrent.futures.ThreadPoolExecutor(1) as other:
+        other.submit(reads).result()  # through the reader
     folder.set("later", 2, function="f", arg_string=lambda: "", expire=None)
     database = tmp_path / "store" / diskcache.core.DBNAME
-    with contextlib.closing(sqlite3.connect(database)) as other:
-        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    with contextlib.closing(sqlite3.connect(database)) as other_process:
+        busy, _, _ = other_process.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     assert busy == 0
     assert Path(f"{database}-wal").stat().st_size == 0
     assert folder.get("later") == 2
@@ -154,6 +161,7 @@ def test_a_thread_that_wrote_reads_through_its_own_connection(folder: DiskFolder
     assert cache is not None
     own = own_connection(cache)
     assert own is not None and own is cache._con
+    assert folder.get("small") == VALUES["small"] and folder._reader is None
     found: list[object] = []
     thread = threading.Thread(target=lambda: found.append(own_connection(cache)))
     thread.start()
@@ -163,7 +171,7 @@ def test_a_thread_that_wrote_reads_through_its_own_connection(folder: DiskFolder
     thread = threading.Thread(target=lambda: values.append(folder.get("small")))
     thread.start()
     thread.join()
-    assert values == [VALUES["small"]] and folder.get("small") == VALUES["small"]
+    assert values == [VALUES["small"]] and folder._reader is not None
     folder.close()
 
 

@@ -1,9 +1,10 @@
 """my_cache beside its peers: the same workload, in one process and one run.
 
 A function of ``(int, str, tuple)`` returning a dict of about 1 KB, ``--keys`` distinct keys:
-one pass of misses, then the best of ``--hit-passes`` passes of hits, in microseconds per
-call. Then a scale run (opening a cache and a hit, with 1,000 and 50,000 entries) and the
-targets as ratios. Machines are noisy: compare ratios from one run, not times across runs.
+misses (the sync systems' in rounds, taking turns: see MISS_ROUNDS), then the best of
+``--hit-passes`` passes of hits, in microseconds per call. Then a scale run (opening a cache
+and a hit, with 1,000 and 50,000 entries) and the targets as ratios. Machines are noisy:
+compare ratios from one run, not times across runs.
 
 Last, unless ``--no-scale-100k``, the 100k rows: one IN_DISK folder filled with
 ``--scale-entries`` (100,000) small entries, then ``python -m my_cache stats`` on it, in fresh
@@ -84,10 +85,32 @@ async def per_await_us(cached: AsyncWork, arguments: Arguments) -> float:
 WARM_UP = (-1, "warm-up", (-1, -1))
 
 
-def measure(cached: Work, arguments: Arguments, hit_passes: int) -> tuple[float, float]:
-    cached(*WARM_UP)
-    miss = per_call_us(cached, arguments)
-    return miss, min(per_call_us(cached, arguments) for _ in range(hit_passes))
+# Misses are timed in rounds, each system in turn on its share of the keys: a drift of the
+# machine's speed during the run (this one's is +-5% over seconds) then falls on every
+# system alike, where one pass each, one system after the other, gave it to whichever ran
+# then. A system's miss is the median of its rounds.
+MISS_ROUNDS = 5
+
+
+def measure(
+    systems: dict[str, Work], arguments: Arguments, hit_passes: int
+) -> dict[str, tuple[float, float]]:
+    """Each system's µs per miss (see MISS_ROUNDS) and per hit (the best of ``hit_passes``
+    passes over every key)."""
+    for cached in systems.values():
+        cached(*WARM_UP)
+    rounds: dict[str, list[float]] = {name: [] for name in systems}
+    for first in range(MISS_ROUNDS):
+        share = arguments[first::MISS_ROUNDS]
+        for name, cached in systems.items():
+            rounds[name].append(per_call_us(cached, share))
+    return {
+        name: (
+            statistics.median(rounds[name]),
+            min(per_call_us(cached, arguments) for _ in range(hit_passes)),
+        )
+        for name, cached in systems.items()
+    }
 
 
 async def measure_async(
@@ -338,10 +361,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="my_cache_bench_"))
     arguments = calls(options.keys)
     try:
-        results = {
-            name: measure(cached, arguments, options.hit_passes)
-            for name, cached in sync_systems(root).items()
-        }
+        results = measure(sync_systems(root), arguments, options.hit_passes)
         results |= asyncio.run(async_results(root, arguments, options.hit_passes))
         floor = floor_hit_us(root, arguments, options.hit_passes)
         cachier_default = {n: cachier_default_miss_us(root, n) for n in (100, 400)}

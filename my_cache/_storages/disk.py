@@ -217,8 +217,9 @@ class DiskFolder(FolderStore):
                     if inode is None
                     else "the folder was removed and made again meanwhile; reopened",
                 )
-                self._close()
-                self._refusal = None  # whoever made it again: trusted only if it may be
+                with self._read_lock:  # no thread is reading through what is closed
+                    self._close()
+                    self._refusal = None  # whoever made it again: trusted only if it may be
                 self._trust()
                 self._cache = self._open_writable()
                 self._writer_inode = inode_of(self._database)

@@ -46,6 +46,9 @@ def _in_child() -> None:
 os.register_at_fork(after_in_child=_in_child)
 
 
+_RECHECK = 0.05  # seconds between looks at the marks, or at the fork, while waiting
+
+
 class _Mark:
     """A thread's count of the store operations it is inside (0 or 1; more if nested)."""
 
@@ -122,27 +125,32 @@ class _Quiet:
                 with self._lock:
                     self._changed.notify_all()
                     while self.forking:
-                        self._changed.wait()
+                        self._changed.wait(_RECHECK)
             finally:
                 mark.depth += 1
 
     def notify(self) -> None:
-        """An operation ended while a fork waits."""
+        """An operation ended while a fork waits, or a fork ended (in the parent): those
+        waiting look again (they also do every _RECHECK seconds, should this be cut short)."""
         with self._lock:
             self._changed.notify_all()
 
     def before_fork(self) -> None:
-        with self._lock:
-            self.forking = True
-            # Timed: a notify lost to an interrupt between an operation's end and its
-            # notify() must not keep the fork waiting.
-            while any(mark.depth for mark in self._marks):
-                self._changed.wait(0.05)
-
-    def after_fork_in_parent(self) -> None:
-        with self._lock:
-            self.forking = False
-            self._changed.notify_all()
+        # A signal handler's exception here would not stop the fork (Python ignores errors
+        # of fork hooks): the fork is to go on only once no other thread is inside SQLite.
+        # The forking thread's own operation, if a handler forks in the middle of one, is
+        # at a bytecode boundary, inside no SQLite call: not waited for (it never ends).
+        own = getattr(self._local, "mark", None)
+        while True:
+            try:
+                with self._lock:
+                    self.forking = True
+                    # Timed: a notify lost to an interrupt must not keep the fork waiting.
+                    while any(mark.depth for mark in self._marks if mark is not own):
+                        self._changed.wait(_RECHECK)
+                return
+            except BaseException:  # raised by a signal handler: wait on
+                continue
 
 
 def quiet(method: F) -> F:
@@ -169,6 +177,9 @@ SQLITE = _Quiet()
 
 os.register_at_fork(
     before=SQLITE.before_fork,
-    after_in_parent=SQLITE.after_fork_in_parent,
+    # Called in C, with no bytecode of ours before it for a signal handler to run at: the
+    # parent's operations can never be held back for good by an interrupted hook.
+    after_in_parent=functools.partial(setattr, SQLITE, "forking", False),
     after_in_child=SQLITE._reset,
 )
+os.register_at_fork(after_in_parent=SQLITE.notify)

@@ -318,17 +318,87 @@ def test_an_operation_waiting_out_a_fork_waits_out_the_next_one_too() -> None:
             mark.depth -= 1
 
     quiet.before_fork()  # a first fork under way
-    thread = threading.Thread(target=operation, name="operation")
+    thread = threading.Thread(target=operation, name="operation", daemon=True)
     thread.start()
     assert lock.released.wait(10)  # waiting for the fork
     lock.pause.set()
-    quiet.after_fork_in_parent()  # the operation wakes, and is held as it lets go the lock
+    quiet.forking = False  # the fork ends: the operation wakes, and is held as it lets go
+    quiet.notify()
     assert lock.paused.wait(10)
     quiet.before_fork()  # a second fork: the operation is not counted, so it goes on at once
     lock.released.clear()
     lock.go.set()
     assert lock.released.wait(10)  # the operation waits again, or has run
     assert ran_while_forking == []
-    quiet.after_fork_in_parent()
+    quiet.forking = False
+    quiet.notify()
     thread.join(10)
     assert ran_while_forking == [False]
+
+
+def test_a_fork_left_unannounced_holds_no_operation_for_good() -> None:
+    """Should the wake-up after a fork be lost (an interrupt in the parent's hook), the
+    operations held back still go on: they look again on their own."""
+    from my_cache._fork import _Quiet
+
+    quiet = _Quiet()
+    ran: list[bool] = []
+
+    def operation() -> None:
+        mark = quiet.mark()
+        mark.depth += 1
+        try:
+            if quiet.forking:
+                quiet.wait_out(mark)
+            ran.append(quiet.forking)
+        finally:
+            mark.depth -= 1
+
+    quiet.before_fork()
+    thread = threading.Thread(target=operation, daemon=True)  # a failure must not hang
+    thread.start()
+    quiet.forking = False  # as the parent's hook does first, its notify lost
+    thread.join(10)
+    assert ran == [False]
+
+
+FORKING_HANDLER = """
+import os, signal, sys, threading, time
+from my_cache import CacheStor, TypeStorage
+stor = CacheStor(type_storage=TypeStorage.IN_DISK, db_file=sys.argv[1] + "/catalogue.db")
+@stor.cache(folder=sys.argv[1] + "/store")
+def f(a):
+    return a
+forks = 0
+def handler(*_):
+    global forks
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    forks += 1
+signal.signal(signal.SIGALRM, handler)
+threading.Timer(30, lambda: (print("hangs", flush=True), os._exit(3))).start()
+signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
+calls, deadline = 0, time.monotonic() + 2
+while time.monotonic() < deadline:
+    assert f(calls % 50) == calls % 50
+    calls += 1
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print(forks, calls)
+os._exit(0)
+"""
+
+
+def test_a_signal_handler_may_fork_in_the_middle_of_a_call(tmp_path: Path) -> None:
+    """The fork does not wait for the forking thread's own operation, which can only go on
+    once the handler returns."""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FORKING_HANDLER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    forks, calls = map(int, done.stdout.split())
+    assert forks > 50 and calls > 1000

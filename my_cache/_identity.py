@@ -6,8 +6,8 @@ A function has a ``name``, a ``revision`` and a ``variant``:
 - ``revision``: what code computes it: ``c`` and a hash of its bytecode and of the functions
   it captures (see ``_fingerprint``), or ``v<version>`` when the decorator pins one.
 - ``variant``: what else makes two function objects of one code compute different things:
-  the values a closure captures, what a partial is bound to, the ignored parameters and the
-  key serialiser (see ``_describe``).
+  the values a closure captures, what a partial is bound to, the ignored parameters, the
+  key serialiser (see ``_describe``) and the parameters' names and kinds.
 
 A key is ``<generation>:<variant>:<call hash>``: 16 hex digits of the hash of name and
 revision, 12 of the variant's. Short on purpose, since every write stores the key twice
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import re
 import sys
 import types
@@ -159,6 +160,7 @@ def identify(
             describe.value(*target.bound) if target.bound else (),
             tuple(sorted(ignore)),
             describe.serialiser(),
+            _parameters(target.signature_of),
         )
     except RecursionError:
         raise TypeError(
@@ -213,6 +215,17 @@ def checked_version(name: str, version: str | int | None) -> str | None:
             f"{name}: version must be an int or 1-64 letters, digits and ._+-, got {version!r}"
         )
     return text
+
+
+def _parameters(func: Any) -> tuple[tuple[str, str], ...]:
+    """The names and kinds of ``func``'s parameters, in order: keys hold a call's values by
+    position where they can, so a function whose parameters are reordered or renamed, its
+    version pinned, must key apart (else it is served another call's entry)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: calls are refused anyway
+        return ()
+    return tuple((p.name, p.kind.name) for p in parameters)
 
 
 def _digest(data: bytes, size: int = 8) -> str:

@@ -44,11 +44,6 @@ class CallShape(NamedTuple):
     """How many positional arguments make a call (without keywords) its own flattened form:
     every parameter passed positionally and none ignored. None if no call is."""
 
-    flat_names: tuple[str, ...] = ()
-    """The names of ``flatten``'s values, in order (``*name`` for the values of ``*name``):
-    what a flattened call means. Keys made from flattened values hold them too, so that a
-    signature whose parameters change order never takes one call's entry for another's."""
-
 
 def make_normaliser(func: Callable[..., Any], ignore: Iterable[str] = ()) -> Normaliser:
     """``normalise`` for calls of ``func``: see ``CallShape.normalise``."""
@@ -141,13 +136,7 @@ def read_call_shape(func: Callable[..., Any], ignore: Iterable[str], name: str) 
         return call_args + tuple(call_kwargs[name] for name in kept_in_signature_order)
 
     flat_arity = n_positional if has_fast_path and not ignored else None
-    var_positional = [f"*{p.name}" for p in params if p.kind is _P.VAR_POSITIONAL]
-    flat_names = (
-        kept_positional_only
-        + (tuple(var_positional) if keeps_var_positional else ())
-        + kept_in_signature_order
-    )
-    return CallShape(normalise, flatten, flat_arity, flat_names)
+    return CallShape(normalise, flatten, flat_arity)
 
 
 def _refuser(func: Callable[..., Any], signature: inspect.Signature) -> Callable[..., None]:
@@ -195,21 +184,19 @@ def marshal_keys(
     ``otherwise(args, kwargs)`` for calls these cannot key; None when the function's calls
     cannot be flattened. ``local``: the key is ``prefix`` and the bytes themselves, valid in
     this process only; else ``prefix`` and their hash, the same in every process and Python.
-    Either way the bytes follow those of the parameters' names (``CallShape.flat_names``).
+    The values carry no names: ``prefix`` does (the identity's variant holds the signature).
 
     marshal keys values made only of exact builtin scalars (None, bool, int, float, complex,
     str, bytes) in tuples and lists: its bytes for those are equal exactly when the values
     are equal and of the same types, which is how ``SerialiseBin`` tells calls apart, so for
     one signature the two kinds of key make the same hits. They never collide: a pickle's
-    first byte is PROTO (0x80), marshal's of the names a tuple's "(". Long values go to
+    first byte is PROTO (0x80), a flattened call's marshal a tuple's "(". Long values go to
     ``otherwise`` too, so keys stay small and the walk over the values shallow.
     """
     flatten, flat_arity = shape.flatten, shape.flat_arity
     if flatten is None:
         return None
     dumps, blake2b = marshal.dumps, hashlib.blake2b
-    layout = dumps(shape.flat_names, _MARSHAL_VERSION)
-    local_prefix = prefix + layout.decode("latin-1")
 
     def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         values = args if not kwargs and len(args) == flat_arity else flatten(args, kwargs)
@@ -222,9 +209,9 @@ def marshal_keys(
         ):
             return otherwise(args, kwargs)
         if local:
-            # Always holds a NUL (in the tuples' lengths), which tells it apart from a hash.
-            return local_prefix + data.decode("latin-1")
-        return prefix + blake2b(layout + data, digest_size=16).hexdigest()
+            # Always holds a NUL (in the tuple's length), which tells it apart from a hash.
+            return prefix + data.decode("latin-1")
+        return prefix + blake2b(data, digest_size=16).hexdigest()
 
     return key
 

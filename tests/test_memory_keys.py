@@ -214,3 +214,8 @@ def test_parameters_reordered_under_a_pinned_version_never_take_another_calls_en
     assert after(a=1, b=2) == ("a", 1, "b", 2)
     assert after(2, 1) == ("a", 1, "b", 2)
     assert after(1, 2) == ("a", 2, "b", 1)
+    # Positional-only, and values only the pickle keys (a set): the same.
+    before = define("a, b, /")
+    assert before({1}, {2}) == ("a", {1}, "b", {2})
+    after = define("b, a, /")
+    assert after({1}, {2}) == ("a", {2}, "b", {1})

@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,7 +20,7 @@ from diskcache.core import UNKNOWN
 from my_cache import _log
 from my_cache._fork import SQLITE, keep_unclosed, quiet, renew_after_fork
 from my_cache._private import Access
-from my_cache._sqlite import failure, is_damage, is_locked, patiently, read_only
+from my_cache._sqlite import BUSY_TIMEOUT, failure, is_damage, is_locked, patiently, read_only
 from my_cache._storages import _diskcache_table as table
 from my_cache._storages._envelope import (
     DamagedEntry,
@@ -57,6 +58,11 @@ _EMPTY_STORE = 32 * 1024
 _EXPIRE_EVERY = 64
 _CREATE_ATTEMPTS = 10
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def _deleting(key: bytes | str) -> Callable[[diskcache.Cache], bool]:
+    """A write for DiskFolder._transacting: delete ``key``; whether it was there."""
+    return lambda cache: bool(cache.delete(key))
 
 
 class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
@@ -406,7 +412,7 @@ class DiskFolder(FolderStore):
         _log.warning("my_cache.damaged_entry", folder=self.folder, key=key, reason=reason)
         # A store that cannot be written keeps it: a miss each time, never its value.
         with contextlib.suppress(sqlite3.Error, OSError, StoreUnavailable):
-            self._writable().delete(table.stored_key(key), retry=True)
+            self._transacting(_deleting(table.stored_key(key)))
         return MISSING
 
     def set(
@@ -436,12 +442,12 @@ class DiskFolder(FolderStore):
     ) -> None:
         try:
             try:
-                cache = self._write(stored, function, data, expire, tag)
+                self._write(stored, function, data, expire, tag)
             except sqlite3.DatabaseError as error:
                 if not is_damage(error):
                     raise
                 self._recover(error)
-                cache = self._write(stored, function, data, expire, tag)
+                self._write(stored, function, data, expire, tag)
         except (sqlite3.Error, OSError) as error:
             # A read-only or full disk: warned of once, until a write succeeds again.
             why = failure(error, self.folder)
@@ -453,28 +459,49 @@ class DiskFolder(FolderStore):
         if expire is not None:
             self._expiring_writes += 1
             if self._expiring_writes % _EXPIRE_EVERY == 0:
-                cache.expire(retry=True)
+                self._transacting(lambda cache: cache.expire())
 
     def _write(
         self, key: bytes | str, function: str, data: Stored, expire: float | None, tag: str
-    ) -> diskcache.Cache:
-        cache = self._writable()
-        self._registry.register(self.folder)  # one stat, unless db_file was replaced
-        generation = key[:8] if isinstance(key, bytes) else b""
-        if generation not in self._named:
-            # Before the entry: a listed entry always has its function's name.
-            table.record_name(self._database, key, function)
-            self._named.add(generation)
-        if data.size < cache.disk.min_file_size:
-            cache.set(key, bytes(data.joined()), expire=expire, tag=tag, retry=True)
-        else:
-            # Given bytes, diskcache writes the file one *line* at a time: millions of Python
-            # iterations (holding the GIL) for text-like pickles. PrivateDisk writes it from
-            # the result's own buffers instead: never a whole copy.
-            cache.set(key, data, read=True, expire=expire, tag=tag, retry=True)
+    ) -> None:
+        def stored(cache: diskcache.Cache) -> diskcache.Cache:
+            self._registry.register(self.folder)  # one stat, unless db_file was replaced
+            generation = key[:8] if isinstance(key, bytes) else b""
+            if generation not in self._named:
+                # Before the entry: a listed entry always has its function's name.
+                table.record_name(self._database, key, function)
+                self._named.add(generation)
+            if data.size < cache.disk.min_file_size:
+                cache.set(key, bytes(data.joined()), expire=expire, tag=tag)
+            else:
+                # Given bytes, diskcache writes the file one *line* at a time: millions of
+                # Python iterations (holding the GIL) for text-like pickles. PrivateDisk
+                # writes it from the result's own buffers instead: never a whole copy.
+                cache.set(key, data, read=True, expire=expire, tag=tag)
+            return cache
+
+        cache = self._transacting(stored)
         if self._size_limit is not None:
             self._evict(cache, key, self._size_limit)
-        return cache
+
+    def _transacting(self, operation: Callable[[diskcache.Cache], T]) -> T:
+        """``operation(cache)``, writes of diskcache's (made without its ``retry``), tried
+        again while diskcache cannot begin their transaction, for up to BUSY_TIMEOUT; each
+        try takes the store anew, reopened if its folder was removed. diskcache's own retry
+        tries for ever, on a store whose folder was removed too: its connection then fails
+        every time."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = 0.001
+        while True:
+            try:
+                return operation(self._writable())
+            except diskcache.Timeout:
+                if time.monotonic() > deadline:
+                    raise sqlite3.OperationalError(
+                        f"no write could begin in {BUSY_TIMEOUT:.0f} s"
+                    ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _evict(self, cache: diskcache.Cache, written: bytes | str, limit: int) -> None:
         """Delete the least recently stored entries, one at a time, until the store's volume
@@ -487,7 +514,7 @@ class DiskFolder(FolderStore):
             if not oldest:
                 return
             for key in oldest:
-                cache.delete(key, retry=True)
+                self._transacting(_deleting(key))
                 if cache.volume() <= limit:
                     return
 
@@ -515,8 +542,7 @@ class DiskFolder(FolderStore):
         # and a kill meanwhile would leave listed entries without their values.
         if not keys or not self._database.exists():
             return 0
-        cache = self._writable()
-        return sum(1 for key in keys if cache.delete(key, retry=True))
+        return sum(1 for key in keys if self._transacting(_deleting(key)))
 
     def entries(self) -> list[Entry]:
         """The live entries, oldest first; none in a damaged store (set aside)."""

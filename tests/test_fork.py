@@ -9,12 +9,14 @@ import multiprocessing
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from my_cache import CacheStor, TypeStorage
+from my_cache._fork import _Quiet
 from tests.helpers import threads_waiting_in_flight
 
 FORK = multiprocessing.get_context("fork")
@@ -250,19 +252,44 @@ os._exit(0)
 """
 
 
-def test_forks_go_on_after_interrupts_anywhere_in_calls(tmp_path: Path) -> None:
-    """Ctrl-C (an exception raised by a signal handler) may land at any point of a call: a
-    store operation then still counts as ended, and a fork does not wait for it forever."""
+def program_output(program: str, folder: Path) -> list[str]:
+    """The words a Python program printed, given ``folder``; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", INTERRUPTED_HITS, str(tmp_path)],
+        [sys.executable, "-W", "ignore", "-c", program, str(folder)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    interrupted, count, child, status = done.stdout.split()
+    return done.stdout.split()
+
+
+def test_forks_go_on_after_interrupts_anywhere_in_calls(tmp_path: Path) -> None:
+    """Ctrl-C (an exception raised by a signal handler) may land at any point of a call: a
+    store operation then still counts as ended, and a fork does not wait for it forever."""
+    interrupted, count, child, status = program_output(INTERRUPTED_HITS, tmp_path)
     assert (interrupted, child, status) == ("interrupted", "child", "0")
     assert int(count) > 1000
+
+
+def guarded_by(
+    quiet: _Quiet, ran: list[bool], then: Callable[[], object] = lambda: None
+) -> Callable[[], None]:
+    """An operation guarded as the stores' are (see _Quiet): it records whether a fork was
+    under way as it ran, then calls ``then``."""
+
+    def operation() -> None:
+        mark = quiet.mark()
+        mark.depth += 1
+        try:
+            if quiet.forking:
+                quiet.wait_out(mark)
+            ran.append(quiet.forking)
+            then()
+        finally:
+            mark.depth -= 1
+
+    return operation
 
 
 class _PausingLock:
@@ -299,23 +326,11 @@ class _PausingLock:
 def test_an_operation_waiting_out_a_fork_waits_out_the_next_one_too() -> None:
     """An operation that waited for a fork is uncounted until it counts itself again: a fork
     beginning just then does not wait for it, so the operation must wait for that one."""
-    from my_cache._fork import _Quiet
-
     quiet = _Quiet()
     lock = _PausingLock()
     quiet._lock, quiet._changed = lock, threading.Condition(lock)  # type: ignore[assignment]
     ran_while_forking: list[bool] = []
-
-    def operation() -> None:
-        mark = quiet.mark()
-        mark.depth += 1
-        try:
-            if quiet.forking:
-                quiet.wait_out(mark)
-            ran_while_forking.append(quiet.forking)
-            lock.released.set()
-        finally:
-            mark.depth -= 1
+    operation = guarded_by(quiet, ran_while_forking, then=lock.released.set)
 
     quiet.before_fork()  # a first fork under way
     thread = threading.Thread(target=operation, name="operation", daemon=True)
@@ -339,20 +354,9 @@ def test_an_operation_waiting_out_a_fork_waits_out_the_next_one_too() -> None:
 def test_a_fork_left_unannounced_holds_no_operation_for_good() -> None:
     """Should the wake-up after a fork be lost (an interrupt in the parent's hook), the
     operations held back still go on: they look again on their own."""
-    from my_cache._fork import _Quiet
-
     quiet = _Quiet()
     ran: list[bool] = []
-
-    def operation() -> None:
-        mark = quiet.mark()
-        mark.depth += 1
-        try:
-            if quiet.forking:
-                quiet.wait_out(mark)
-            ran.append(quiet.forking)
-        finally:
-            mark.depth -= 1
+    operation = guarded_by(quiet, ran)
 
     quiet.before_fork()
     thread = threading.Thread(target=operation, daemon=True)  # a failure must not hang
@@ -393,12 +397,5 @@ os._exit(0)
 def test_a_signal_handler_may_fork_in_the_middle_of_a_call(tmp_path: Path) -> None:
     """The fork does not wait for the forking thread's own operation, which can only go on
     once the handler returns."""
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", FORKING_HANDLER, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    forks, calls = map(int, done.stdout.split())
+    forks, calls = map(int, program_output(FORKING_HANDLER, tmp_path))
     assert forks > 50 and calls > 1000

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from my_cache import CacheStor, TypeStorage
 from my_cache._fork import _Quiet
+from tests.conftest import RunPython
 from tests.helpers import threads_waiting_in_flight
 
 FORK = multiprocessing.get_context("fork")
@@ -215,6 +214,9 @@ def test_forks_while_other_threads_write_and_hit_give_children_that_work(tmp_pat
     assert exits == [0] * 10
 
 
+# Python 3.12+ warns of forks in a process with threads (the programs' watchdog timers).
+QUIET_FORKS = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
 INTERRUPTED_HITS = """
 import os, signal, sys, threading, time
 from my_cache import CacheStor, TypeStorage
@@ -252,22 +254,13 @@ os._exit(0)
 """
 
 
-def program_output(program: str, folder: Path) -> list[str]:
-    """The words a Python program printed, given ``folder``; it must exit 0."""
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", program, str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.split()
-
-
-def test_forks_go_on_after_interrupts_anywhere_in_calls(tmp_path: Path) -> None:
+def test_forks_go_on_after_interrupts_anywhere_in_calls(
+    tmp_path: Path, run_python: RunPython
+) -> None:
     """Ctrl-C (an exception raised by a signal handler) may land at any point of a call: a
     store operation then still counts as ended, and a fork does not wait for it forever."""
-    interrupted, count, child, status = program_output(INTERRUPTED_HITS, tmp_path)
+    done = run_python(INTERRUPTED_HITS, args=(str(tmp_path),), env=QUIET_FORKS)
+    interrupted, count, child, status = done.stdout.split()
     assert (interrupted, child, status) == ("interrupted", "child", "0")
     assert int(count) > 1000
 
@@ -394,8 +387,11 @@ os._exit(0)
 """
 
 
-def test_a_signal_handler_may_fork_in_the_middle_of_a_call(tmp_path: Path) -> None:
+def test_a_signal_handler_may_fork_in_the_middle_of_a_call(
+    tmp_path: Path, run_python: RunPython
+) -> None:
     """The fork does not wait for the forking thread's own operation, which can only go on
     once the handler returns."""
-    forks, calls = map(int, program_output(FORKING_HANDLER, tmp_path))
+    done = run_python(FORKING_HANDLER, args=(str(tmp_path),), env=QUIET_FORKS)
+    forks, calls = map(int, done.stdout.split())
     assert forks > 50 and calls > 1000
